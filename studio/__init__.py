@@ -1,0 +1,1 @@
+"""MusicRFM Studio runtime: model loading, steering, generation and the web UI."""

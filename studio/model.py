@@ -1,0 +1,259 @@
+"""Load a frozen MusicGen: a hub id, a local ``save_pretrained`` folder, or the built-in offline ``tiny`` model.
+
+The model is moved to its device once, put in eval mode with gradients off, and warmed up with one short
+generation (the first generate on a GPU is several times slower than the next ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from transformers import (
+    AutoTokenizer,
+    ByT5Tokenizer,
+    EncodecConfig,
+    GenerationConfig,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    T5Config,
+)
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+TINY_SEED = 0
+# MusicGen was trained on 30 s excerpts; longer clips need windowed generation, which we do not do.
+TRAINED_SECONDS = 30.0
+# Recorded in the config we save so that a folder remembers which model it is (ConceptBanks check it).
+MODEL_ID_KEY = "musicrfm_model_id"
+# Config keys that vary with the machine or library version, not with the model.
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "dtype", "torch_dtype", "architectures"}
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a ConceptBank records about the model it was trained on, and checks at load time."""
+
+    model_id: str
+    config_hash: str
+    hidden_size: int
+    num_layers: int
+
+    def describe(self) -> str:
+        return f"{self.model_id} (config {self.config_hash}, {self.num_layers} layers, d={self.hidden_size})"
+
+
+@dataclass
+class LoadedModel:
+    """A MusicGen resident on its device, with the facts the rest of the studio needs about it."""
+
+    model: MusicgenForConditionalGeneration
+    tokenizer: object
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+    sample_rate: int
+    frame_rate: int
+    num_codebooks: int
+    num_layers: int
+    hidden_size: int
+    max_seconds: float
+    is_tiny: bool
+    signature: ModelSignature
+    # Held for a whole generation: hooks and the global RNG seed belong to one request at a time.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The decoder's transformer layers; each returns a plain hidden-state tensor [B, T, d]."""
+        return self.model.decoder.model.decoder.layers
+
+    def frames_for(self, seconds: float) -> int:
+        """Number of 20 ms audio frames (decoder steps that yield audio) for a clip of `seconds`."""
+        return int(round(seconds * self.frame_rate))
+
+
+def build_tiny_model() -> MusicgenForConditionalGeneration:
+    """A MusicGen with the real architecture at toy sizes, randomly initialised from a fixed seed.
+
+    T5 text encoder, EnCodec-shaped 32 kHz audio codec (hop 640 = 50 Hz frames, 4 codebooks) and a 6-layer,
+    64-wide decoder. Built offline; identical bytes on every machine with the same torch version.
+    """
+    text = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    audio = EncodecConfig(
+        sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=32, upsampling_ratios=[8, 5, 4, 4],
+        codebook_size=256, codebook_dim=32, target_bandwidths=[1.6], num_residual_layers=1, num_lstm_layers=1,
+        norm_type="weight_norm", use_causal_conv=False, normalize=False,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=256, hidden_size=64, num_hidden_layers=6, num_attention_heads=4, ffn_dim=128, num_codebooks=4,
+        max_position_embeddings=1504, pad_token_id=256, bos_token_id=256,
+    )
+    config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+    setattr(config, MODEL_ID_KEY, TINY)
+    fork_devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(TINY_SEED)
+        model = MusicgenForConditionalGeneration(config)
+        _init_codebooks_from_tones(model.audio_encoder, seconds=8)
+    # The same sampling defaults as the published checkpoints.
+    model.generation_config = GenerationConfig(
+        do_sample=True, guidance_scale=3.0, top_k=250, max_length=1500,
+        decoder_start_token_id=256, pad_token_id=256, bos_token_id=256,
+    )
+    return model.eval()
+
+
+@torch.no_grad()
+def _init_codebooks_from_tones(codec, seconds: int) -> None:
+    """Seed each residual codebook with encoder outputs of synthetic tones (EnCodec's own data-driven init).
+
+    transformers initialises codebooks to zeros, which would map every clip to the same codes: the tiny model's
+    codes would carry no information about pitch and probes trained on it could learn nothing.
+    """
+    rate = codec.config.sampling_rate
+    t = torch.arange(rate) / rate
+    pitches = 36 + 60 * torch.rand(seconds, 3)  # MIDI notes, three partial sources per one-second clip
+    freqs = 440.0 * 2 ** ((pitches - 69) / 12)
+    tones = (torch.sin(2 * torch.pi * freqs[:, :, None] * t) * torch.exp(-3 * t)).sum(1)
+    tones = tones + 0.05 * torch.randn_like(tones)
+    residual = codec.encoder(tones[:, None, :]).transpose(1, 2).reshape(-1, codec.config.codebook_dim)
+    for layer in codec.quantizer.layers:
+        book = layer.codebook
+        book.embed.copy_(residual[torch.randperm(len(residual))[: book.codebook_size]])
+        book.embed_avg.copy_(book.embed)
+        residual = residual - book.decode(book.encode(residual))
+
+
+def tiny_tokenizer() -> ByT5Tokenizer:
+    """Bytes -> ids; needs no vocabulary file, so it works offline."""
+    return ByT5Tokenizer()
+
+
+def config_hash(model: MusicgenForConditionalGeneration) -> str:
+    """A short, machine-independent hash of the decoder config (what steering directions depend on)."""
+    cfg = {k: v for k, v in model.config.decoder.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_model(loaded: LoadedModel, folder: str | Path) -> None:
+    """Write the model and tokenizer with save_pretrained; `load_model(folder)` loads it back."""
+    folder = Path(folder)
+    setattr(loaded.model.config, MODEL_ID_KEY, loaded.model_id)
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ModelLoadError(f"unknown device '{device}': use cpu, cuda or cuda:N") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}' asked for, but no CUDA GPU is available: use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """fp16 on CUDA and fp32 on the CPU unless asked otherwise (fp16 matmuls on the CPU are slow or missing)."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise ModelLoadError(f"unknown dtype '{dtype}': use one of fp32, fp16, bf16")
+    return table[dtype]
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so that an offline machine fails in seconds instead of a minute of HTTP retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(source: str, local_only: bool):
+    model = MusicgenForConditionalGeneration.from_pretrained(source, local_files_only=local_only)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    return model, tokenizer
+
+
+def _load_weights(name: str):
+    """(model, tokenizer, model_id) for a folder or a hub id; the HF cache is tried before the network."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        try:
+            model, tokenizer = _from_pretrained(str(path), local_only=True)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"'{name}' is not a MusicGen folder written by save_pretrained ({err})") from err
+        return model, tokenizer, getattr(model.config, MODEL_ID_KEY, None) or str(path.resolve())
+    try:
+        model, tokenizer = _from_pretrained(name, local_only=True)
+    except (OSError, ValueError):
+        fix = (f"cannot load model '{name}': it is not in the local Hugging Face cache and the hub is not reachable. "
+               f"Fix: run once with internet access to cache it, or pass a local folder written by save_pretrained "
+               f"(--model /path/to/folder); --model tiny runs the built-in offline model")
+        if not _hub_reachable():
+            raise ModelLoadError(fix) from None
+        try:
+            model, tokenizer = _from_pretrained(name, local_only=False)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load model '{name}' from the hub ({str(err).splitlines()[0]}). " + fix) from err
+    return model, tokenizer, name
+
+
+def load_model(name: str = TINY, device: str | None = None, dtype: str | None = None,
+               warmup: bool = True) -> LoadedModel:
+    """Load MusicGen by hub id, folder or "tiny", move it to `device` once and freeze it."""
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if name == TINY:
+        model, tokenizer, model_id = build_tiny_model(), tiny_tokenizer(), TINY
+    else:
+        model, tokenizer, model_id = _load_weights(name)
+    model = model.to(device=torch_device, dtype=torch_dtype).eval().requires_grad_(False)
+    dec = model.config.decoder
+    frame_rate = int(model.config.audio_encoder.frame_rate)
+    loaded = LoadedModel(
+        model=model, tokenizer=tokenizer, model_id=model_id, device=torch_device, dtype=torch_dtype,
+        sample_rate=int(model.config.audio_encoder.sampling_rate), frame_rate=frame_rate,
+        num_codebooks=int(dec.num_codebooks), num_layers=int(dec.num_hidden_layers),
+        hidden_size=int(dec.hidden_size),
+        max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks) / frame_rate),
+        is_tiny=model_id == TINY,
+        signature=ModelSignature(model_id, config_hash(model), int(dec.hidden_size), int(dec.num_hidden_layers)),
+    )
+    if warmup:
+        _warm_up(loaded)
+    log.info("loaded %s on %s (%s)", loaded.signature.describe(), torch_device, torch_dtype)
+    return loaded
+
+
+def _warm_up(loaded: LoadedModel) -> None:
+    """One tiny generation so that kernels are selected and memory is allocated before the first request."""
+    inputs = loaded.tokenizer([""], return_tensors="pt").to(loaded.device)
+    with torch.inference_mode():
+        loaded.model.generate(**inputs, max_new_tokens=loaded.num_codebooks + 1, do_sample=False)

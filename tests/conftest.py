@@ -1,0 +1,17 @@
+"""Shared test set-up: one thread (two threads on a shared 2-core machine can be 100x slower), one tiny model per run."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub; a hub id fails fast with our message
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The built-in tiny MusicGen on the CPU, loaded once per test run. Tests must not modify it."""
+    from studio.model import load_model
+
+    return load_model("tiny", device="cpu")

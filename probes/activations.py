@@ -1,0 +1,130 @@
+"""Clip -> EnCodec codes -> MusicGen decoder forward -> every decoder layer's output pooled over time.
+
+The decoder sees each clip exactly as it would see it while generating: a BOS column, then the codes in the codebook
+delay pattern, conditioned on the empty text prompt. We read each layer's *output* (the residual stream after layer l),
+which is where the steering hook adds its directions, so that probe directions and steering live in one space.
+Positions are the F + K - 1 decoder steps of generation for F frames and K codebooks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from studio.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "last", "max")
+CACHE_VERSION = 1
+
+
+def delayed_decoder_input(codes: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """[B, K, F] codes -> [B, K, F + K - 1] decoder inputs: BOS at step 0, codebook k delayed by k steps, pad elsewhere."""
+    batch, books, frames = codes.shape
+    ids = torch.full((batch, books, frames + books), pad_id, dtype=torch.long, device=codes.device)
+    for k in range(books):
+        ids[:, k, k + 1: k + 1 + frames] = codes[:, k]
+    return ids[..., : frames + books - 1]
+
+
+def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[B, T, d] -> [B, d]."""
+    if pooling == "mean":
+        return states.mean(dim=1)
+    if pooling == "last":
+        return states[:, -1]
+    if pooling == "max":
+        return states.amax(dim=1)
+    raise ValueError(f"unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}")
+
+
+@torch.inference_mode()
+def encode_clips(loaded: LoadedModel, audio: torch.Tensor) -> torch.Tensor:
+    """[B, S] audio at the model's sample rate -> [B, K, F] EnCodec codes."""
+    values = audio[:, None, :].to(device=loaded.device, dtype=loaded.dtype)
+    codes = loaded.model.audio_encoder.encode(values).audio_codes  # [chunks=1, B, K, F]
+    return codes[0]
+
+
+@torch.inference_mode()
+def layer_states(loaded: LoadedModel, audio: torch.Tensor, poolings: Sequence[str] = ("mean",)) -> dict[str, torch.Tensor]:
+    """Pooled outputs of every decoder layer for a batch of equal-length clips: {pooling: [B, L, d] float32 on CPU}."""
+    model = loaded.model
+    codes = encode_clips(loaded, audio)
+    batch = codes.shape[0]
+    ids = delayed_decoder_input(codes, model.config.decoder.pad_token_id)
+    text = loaded.tokenizer([""] * batch, return_tensors="pt").to(loaded.device)
+    captured: list[torch.Tensor] = []
+    handles = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+               for layer in loaded.decoder_layers()]
+    try:
+        model(**text, decoder_input_ids=ids.reshape(batch * loaded.num_codebooks, -1), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {p: torch.stack([_pool(s.float(), p) for s in captured], dim=1).cpu() for p in poolings}
+
+
+def extract_activations(loaded: LoadedModel, clips: Sequence[np.ndarray], poolings: Sequence[str] = ("mean",),
+                        batch_size: int = 8, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Pooled layer outputs for clips (float arrays at the model's rate): {pooling: [N, L, d]} in the clips' order.
+
+    Clips are batched with others of the same length, so no padding enters the pooled states.
+    """
+    for p in poolings:
+        _pool(torch.zeros(1, 1, 1), p)  # fail on a bad pooling before any work
+    by_length: dict[int, list[int]] = {}
+    for i, clip in enumerate(clips):
+        by_length.setdefault(len(clip), []).append(i)
+    out = {p: torch.empty(len(clips), loaded.num_layers, loaded.hidden_size) for p in poolings}
+    with tqdm(total=len(clips), desc="activations", unit="clip", disable=not progress) as bar:
+        for indices in by_length.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start: start + batch_size]
+                audio = torch.from_numpy(np.stack([np.asarray(clips[i], dtype=np.float32) for i in chunk]))
+                for p, states in layer_states(loaded, audio, poolings).items():
+                    out[p][chunk] = states
+                bar.update(len(chunk))
+    return out
+
+
+def cache_key(loaded: LoadedModel, dataset_key: str, pooling: str) -> str:
+    """Activations depend on the model (signature + dtype), the clips and the pooling."""
+    parts = {"v": CACHE_VERSION, "model": loaded.signature.__dict__, "dtype": str(loaded.dtype),
+             "dataset": dataset_key, "pooling": pooling}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cached_activations(loaded: LoadedModel, clips: Callable[[], Sequence[np.ndarray]], dataset_key: str,
+                       cache_dir: str | Path, pooling: str = "mean", batch_size: int = 8,
+                       progress: bool = True) -> torch.Tensor:
+    """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss.
+
+    Every pooling is computed in the same pass and cached, since the forward pass is the expensive part.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"acts-{cache_key(loaded, dataset_key, pooling)}.safetensors"
+    if path.exists():
+        log.info("activations from cache %s", path)
+        return load_file(path)["activations"]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    computed = extract_activations(loaded, clips(), POOLINGS, batch_size, progress)
+    for p, acts in computed.items():
+        target = cache_dir / f"acts-{cache_key(loaded, dataset_key, p)}.safetensors"
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+        os.close(fd)
+        save_file({"activations": acts.contiguous()}, tmp, metadata={"dataset": dataset_key, "pooling": p,
+                                                                       "model": loaded.model_id})
+        os.replace(tmp, target)
+    return computed[pooling]

@@ -1,0 +1,339 @@
+"""ConceptBank: the steering directions of one concept for one model, trained by RFM probes, saved without pickle.
+
+A bank holds, for every decoder layer l and class c, the top-K eigenvectors of the AGOP of the one-vs-rest RFM probe of
+class c at layer l (``directions[l, c, k]``, unit vectors, largest eigenvalue first), each signed so that moving along
++v raises the probe's class score (mean directional derivative over its training points); the validation score of each
+of those probes (``val_auc[l, c]``); and a multiclass readout probe at one layer.
+
+Regression concepts (tempos) have the single class ``"value"``: one regression probe per layer, directions signed to
+raise the predicted value, and ``val_auc`` holds the validation R^2 instead of an AUC (``val_metric == "r2"``); R^2 is
+1 for a perfect fit, 0 for predicting the mean, and negative for worse. Their readout predicts the value
+(``readout.predict``) and has no class probabilities.
+
+On disk a bank is a folder: ``bank.safetensors`` (directions, val_auc, eigenvalues, the readout probe's tensors) and
+``bank.json`` (format version, concept, classes, model signature, pooling, hyper-parameters, dataset, readout layer, K,
+tensor shapes and the sha256 of the safetensors file). Saving writes a temporary folder and renames it into place, so
+a good bank is never replaced by a half-written one. Loading verifies checksum, shapes, directions and the model
+signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from probes.rfm import DEFAULT_HPARAMS, RFMError, RFMProbe, fit_rfm, fit_rfm_layers
+from studio.model import ModelSignature
+
+log = logging.getLogger(__name__)
+
+BANK_FORMAT = "musicrfm-concept-bank"
+BANK_VERSION = 1
+TENSORS_FILE = "bank.safetensors"
+META_FILE = "bank.json"
+POOLINGS = ("mean", "last", "max")
+REGRESSION_CLASSES = ["value"]
+_READOUT_PREFIX = "readout."
+_UNIT_TOLERANCE = 1e-3
+
+
+class BankError(Exception):
+    """A concept bank cannot be built, saved, loaded or used as asked; the message says what to do."""
+
+
+def train_command(model_id: str, concept: str, out: str | os.PathLike = "<folder>") -> str:
+    """The CLI command that (re)trains a bank."""
+    return f"python -m probes train --model {model_id} --concept {concept} --out {out}"
+
+
+def describe_signature(sig: ModelSignature) -> str:
+    return f"{sig.model_id} (hash {sig.config_hash}, {sig.num_layers} layers, d={sig.hidden_size})"
+
+
+@dataclass
+class ConceptBank:
+    concept: str                    # "notes", "chords", ...
+    classes: list[str]              # class names; ["value"] for regression concepts
+    directions: torch.Tensor        # [L, C, K, d] float32 unit vectors (see module docstring)
+    val_auc: torch.Tensor           # [L, C] float32 validation AUC (R^2 for regression concepts)
+    readout_layer: int              # decoder layer of the readout probe
+    readout: RFMProbe               # multiclass (or regression) probe at readout_layer
+    signature: ModelSignature       # the model the bank was trained for
+    pooling: str                    # "mean" | "last" | "max"
+    hparams: dict                   # RFM hyper-parameters used
+    dataset: dict                   # description of the training data
+    eigenvalues: torch.Tensor | None = None  # [L, C, K] float32 AGOP eigenvalues of the directions (M rescaled)
+    val_metric: str = "auc"         # "auc", or "r2" for regression concepts
+
+    @property
+    def num_layers(self) -> int:
+        return self.directions.shape[0]
+
+    @property
+    def num_components(self) -> int:
+        return self.directions.shape[2]
+
+    def class_index(self, name: str) -> int:
+        """Index of class ``name``; BankError naming the available classes when the bank has no such class."""
+        try:
+            return self.classes.index(name)
+        except ValueError:
+            raise BankError(f"the {self.concept!r} bank has no class {name!r}; available classes: "
+                            f"{', '.join(self.classes)}") from None
+
+    def validate(self, where: str = "the bank") -> None:
+        """Check shapes against the signature and classes, and that every direction is a finite unit vector."""
+        L, C, d = self.signature.num_layers, len(self.classes), self.signature.hidden_size
+        if self.directions.ndim != 4 or self.directions.shape[:2] != (L, C) or self.directions.shape[3] != d:
+            raise BankError(f"{where} has directions of shape {list(self.directions.shape)}, expected "
+                            f"[{L}, {C}, K, {d}] for {describe_signature(self.signature)} and {C} classes")
+        if tuple(self.val_auc.shape) != (L, C):
+            raise BankError(f"{where} has val_auc of shape {list(self.val_auc.shape)}, expected [{L}, {C}]")
+        if self.eigenvalues is not None and tuple(self.eigenvalues.shape) != tuple(self.directions.shape[:3]):
+            raise BankError(f"{where} has eigenvalues of shape {list(self.eigenvalues.shape)}, expected "
+                            f"{list(self.directions.shape[:3])}")
+        if not torch.isfinite(self.val_auc).all():
+            raise BankError(f"{where} has NaN/infinite validation scores; retrain it")
+        if not 0 <= self.readout_layer < L:
+            raise BankError(f"{where} has readout layer {self.readout_layer}, outside 0..{L - 1}")
+        if self.pooling not in POOLINGS:
+            raise BankError(f"{where} has pooling {self.pooling!r}; expected one of {POOLINGS}")
+        if not torch.isfinite(self.directions).all():
+            bad = _first_bad((~torch.isfinite(self.directions)).any(-1))
+            raise BankError(f"{where} has NaN/infinite directions (first at layer {bad[0]}, class "
+                            f"{self.classes[bad[1]]!r}); retrain it")
+        norms = self.directions.norm(dim=-1)
+        if (norms < 1e-6).any():
+            bad = _first_bad(norms < 1e-6)
+            raise BankError(f"{where} has zero-norm directions (first at layer {bad[0]}, class "
+                            f"{self.classes[bad[1]]!r}, component {bad[2]}); retrain it")
+        if ((norms - 1).abs() > _UNIT_TOLERANCE).any():
+            raise BankError(f"{where} has directions that are not unit vectors; retrain it")
+        if self.readout.centers.shape[1] != d:
+            raise BankError(f"{where} has a readout probe of width {self.readout.centers.shape[1]}, expected {d}")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the bank folder atomically: a temporary sibling folder, renamed into place only when complete.
+
+        Other files already in an existing bank folder (plots, notes) are carried over."""
+        self.validate()
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise BankError(f"cannot save a bank to {path}: it exists and is not a folder")
+        tensors, meta = self._to_files()
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+            save_file(tensors, str(tmp / TENSORS_FILE))
+            meta["sha256"] = _sha256(tmp / TENSORS_FILE)
+            _write_text(tmp / META_FILE, json.dumps(meta, indent=2, allow_nan=False) + "\n")
+            for file in (TENSORS_FILE, META_FILE):                    # mkdtemp and safetensors make owner-only files
+                os.chmod(tmp / file, 0o644)
+            os.chmod(tmp, 0o755)
+            _swap_into_place(tmp, path)
+        except BaseException as err:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(err, OSError):
+                raise BankError(f"could not save the bank to {path} ({err}); nothing there was changed") from err
+            raise
+
+    def _to_files(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        readout_tensors, readout_scalars = self.readout.state_dict()
+        tensors = {"directions": self.directions, "val_auc": self.val_auc}
+        if self.eigenvalues is not None:
+            tensors["eigenvalues"] = self.eigenvalues
+        tensors.update({_READOUT_PREFIX + k: v for k, v in readout_tensors.items()})
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+        meta = {"format": BANK_FORMAT, "version": BANK_VERSION, "concept": self.concept, "classes": list(self.classes),
+                "signature": {f.name: getattr(self.signature, f.name) for f in fields(ModelSignature)},
+                "pooling": self.pooling, "hparams": self.hparams, "dataset": self.dataset,
+                "readout_layer": int(self.readout_layer), "K": int(self.num_components), "val_metric": self.val_metric,
+                "readout": readout_scalars, "tensors": {k: list(v.shape) for k, v in tensors.items()}}
+        try:
+            json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise BankError(f"bank metadata (hparams/dataset) must be plain JSON values: {err}") from None
+        return tensors, meta
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expect: ModelSignature | None = None) -> "ConceptBank":
+        """Read and verify a bank folder; with ``expect``, refuse a bank trained for another model."""
+        path = Path(path)
+        meta = _read_meta(path)
+        concept = str(meta.get("concept", "<concept>"))
+        signature = _meta_signature(meta, path)
+        retrain = train_command(signature.model_id, concept, path)
+        if expect is not None and _signature_key(signature) != _signature_key(expect):
+            raise BankError(f"the concept bank at {path} was trained for {describe_signature(signature)} but the "
+                            f"loaded model is {describe_signature(expect)}; use a bank trained for this model or "
+                            f"train one with: {train_command(expect.model_id, concept)}")
+        tensor_file = path / TENSORS_FILE
+        damaged = f"the concept bank file {tensor_file} is damaged ({{}}); retrain it with: {retrain}"
+        if not tensor_file.is_file():
+            raise BankError(damaged.format("missing"))
+        if _sha256(tensor_file) != meta.get("sha256"):
+            raise BankError(damaged.format("checksum mismatch: truncated or modified"))
+        try:
+            # Cloned: safetensors buffers can be unaligned, which changes BLAS summation order (the last bits).
+            tensors = {k: v.clone() for k, v in load_file(str(tensor_file)).items()}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise BankError(damaged.format(f"unreadable: {err}")) from None
+        expected_shapes = meta.get("tensors", {})
+        if {k: list(v.shape) for k, v in tensors.items()} != expected_shapes:
+            raise BankError(damaged.format("its tensors do not match the shapes recorded in bank.json"))
+        try:
+            readout = RFMProbe.from_state({k[len(_READOUT_PREFIX):]: v for k, v in tensors.items()
+                                           if k.startswith(_READOUT_PREFIX)}, meta["readout"])
+            bank = cls(concept=concept, classes=[str(c) for c in meta["classes"]], directions=tensors["directions"],
+                       val_auc=tensors["val_auc"], readout_layer=int(meta["readout_layer"]), readout=readout,
+                       signature=signature, pooling=str(meta["pooling"]), hparams=dict(meta["hparams"]),
+                       dataset=dict(meta["dataset"]), eigenvalues=tensors.get("eigenvalues"),
+                       val_metric=str(meta.get("val_metric", "auc")))
+        except (KeyError, TypeError, ValueError, RFMError) as err:
+            raise BankError(damaged.format(f"incomplete metadata or tensors: {err!r}")) from None
+        bank.validate(where=f"the concept bank at {path}")
+        return bank
+
+
+def build_bank(concept: str, classes: list[str], acts_train: torch.Tensor, y_train, acts_val: torch.Tensor, y_val,
+               signature: ModelSignature, *, k: int = 4, pooling: str = "mean", readout_layer: int | str = "best",
+               hparams: dict | None = None, dataset: dict | None = None, device=None, progress: bool = True
+               ) -> ConceptBank:
+    """Train a ConceptBank from pooled activations acts_train [L, n, d] / acts_val [L, n_val, d].
+
+    Classification: y are class indices into ``classes`` (C >= 2); per layer and class a one-vs-rest RFM probe gives
+    the top-k AGOP eigenvectors and the validation AUC. Regression (``classes == ["value"]``): y are float values, one
+    regression probe per layer, scored by R^2. The readout probe (multiclass, or regression) is fitted at
+    ``readout_layer``: "best" is the layer with the highest mean validation score (the earliest on ties).
+    ``hparams``: RFM hyper-parameters (lists are searched per probe), see ``probes.rfm.DEFAULT_HPARAMS``.
+    """
+    classes = [str(c) for c in classes]
+    regression = classes == REGRESSION_CLASSES
+    if not regression and len(classes) < 2:
+        raise BankError(f"a classification concept needs at least 2 classes, got {classes}; "
+                        f"use classes={REGRESSION_CLASSES} for a regression concept")
+    if len(set(classes)) != len(classes):
+        raise BankError(f"class names must be unique, got {classes}")
+    if pooling not in POOLINGS:
+        raise BankError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    acts_train, acts_val = torch.as_tensor(acts_train), torch.as_tensor(acts_val)
+    expected = (signature.num_layers, signature.hidden_size)
+    for name, acts in (("acts_train", acts_train), ("acts_val", acts_val)):
+        if acts.ndim != 3 or (acts.shape[0], acts.shape[2]) != expected:
+            raise BankError(f"{name} has shape {list(acts.shape)}, expected [{expected[0]}, n, {expected[1]}] for "
+                            f"{describe_signature(signature)}")
+    unknown = set(hparams or {}) - set(DEFAULT_HPARAMS)
+    if unknown:
+        raise BankError(f"unknown RFM hyper-parameter(s) {sorted(unknown)}; known: {sorted(DEFAULT_HPARAMS)}")
+    hparams = {**DEFAULT_HPARAMS, **(hparams or {})}
+    task = "regression" if regression else "multiclass"
+    fit_args = dict(task=task, n_classes=None if regression else len(classes), device=device, **hparams)
+    try:
+        fits = fit_rfm_layers(acts_train, y_train, acts_val, y_val, one_vs_rest=True, k=k, progress=progress,
+                              **fit_args)
+        layer = _pick_readout_layer(fits.val_auc, readout_layer)
+        readout = fit_rfm(acts_train[layer], y_train, acts_val[layer], y_val, **fit_args).to("cpu")
+    except RFMError as err:
+        raise BankError(f"cannot train the {concept!r} bank: {err}") from None
+    bank = ConceptBank(concept=concept, classes=classes, directions=fits.directions, val_auc=fits.val_auc,
+                       readout_layer=layer, readout=readout, signature=signature, pooling=pooling,
+                       hparams={k_: list(v) if isinstance(v, tuple) else v for k_, v in hparams.items()},
+                       dataset=dict(dataset or {}), eigenvalues=fits.eigenvalues, val_metric=fits.val_metric)
+    bank.validate()
+    return bank
+
+
+def _pick_readout_layer(val_auc: torch.Tensor, readout_layer: int | str) -> int:
+    L = val_auc.shape[0]
+    if readout_layer == "best":
+        return int(val_auc.mean(dim=1).argmax())
+    if isinstance(readout_layer, int) and 0 <= readout_layer < L:
+        return readout_layer
+    raise BankError(f"readout_layer must be 'best' or a layer in 0..{L - 1}, got {readout_layer!r}")
+
+
+def _signature_key(sig: ModelSignature) -> tuple:
+    return (sig.model_id, sig.config_hash, int(sig.hidden_size), int(sig.num_layers))
+
+
+def _meta_signature(meta: dict, path: Path) -> ModelSignature:
+    try:
+        raw = meta["signature"]
+        return ModelSignature(model_id=str(raw["model_id"]), config_hash=str(raw["config_hash"]),
+                              hidden_size=int(raw["hidden_size"]), num_layers=int(raw["num_layers"]))
+    except (KeyError, TypeError, ValueError):
+        raise BankError(f"the concept bank metadata {path / META_FILE} has no valid model signature; it is damaged, "
+                        f"retrain the bank with: {train_command('<model>', meta.get('concept', '<concept>'), path)}"
+                        ) from None
+
+
+def _read_meta(path: Path) -> dict:
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        raise BankError(f"no concept bank at {path} (expected a folder with {META_FILE} and {TENSORS_FILE}); "
+                        f"train one with: {train_command('<model>', '<concept>', path)}")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BankError(f"the concept bank metadata {meta_file} is damaged ({err}); retrain the bank with: "
+                        f"{train_command('<model>', '<concept>', path)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != BANK_FORMAT:
+        raise BankError(f"{meta_file} is not a concept bank file; retrain the bank with: "
+                        f"{train_command('<model>', '<concept>', path)}")
+    if meta.get("version") != BANK_VERSION:
+        raise BankError(f"the concept bank at {path} has format version {meta.get('version')!r}; this studio reads "
+                        f"version {BANK_VERSION}. Retrain it with: "
+                        f"{train_command('<model>', meta.get('concept', '<concept>'), path)}")
+    return meta
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_text(file: Path, text: str) -> None:
+    with open(file, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``path``; an existing ``path`` is moved aside first and restored if the
+    rename fails, then deleted. Files of the old folder that the new one lacks are copied over first."""
+    if not path.exists():
+        os.rename(tmp, path)
+        return
+    for entry in path.iterdir():
+        if not (tmp / entry.name).exists():
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
+    aside = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(path, aside)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(aside, path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _first_bad(mask: torch.Tensor) -> list[int]:
+    return [int(i) for i in mask.nonzero()[0]]

@@ -31,6 +31,17 @@ from transformers import (
 
 log = logging.getLogger(__name__)
 
+
+class _MusicgenSpecialTokenNoise(logging.Filter):
+    """MusicGen's pad/BOS id is vocab_size on purpose (its embeddings have vocab_size + 1 rows); transformers warns
+    about that on every config it builds, which would tell users something is wrong when nothing is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "must be `None` or an integer within the vocabulary" not in record.getMessage()
+
+
+logging.getLogger("transformers.configuration_utils").addFilter(_MusicgenSpecialTokenNoise())
+
 TINY = "tiny"
 TINY_SEED = 0
 # MusicGen was trained on 30 s excerpts; longer clips need windowed generation, which we do not do.

@@ -6,6 +6,7 @@ generation (the first generate on a GPU is several times slower than the next on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -93,6 +94,16 @@ class LoadedModel:
         """The decoder's transformer layers; each returns a plain hidden-state tensor [B, T, d]."""
         return self.model.decoder.model.decoder.layers
 
+    @functools.cached_property
+    def weights_fingerprint(self) -> str:
+        """A short hash of the weights (the first elements of every tensor): tells two checkpoints of one config apart,
+        for caches of things computed with the model."""
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().reshape(-1)[:1024].float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def frames_for(self, seconds: float) -> int:
         """Number of 20 ms audio frames (decoder steps that yield audio) for a clip of `seconds`."""
         return int(round(seconds * self.frame_rate))
@@ -143,11 +154,26 @@ def _init_codebooks_from_tones(codec, seconds: int) -> None:
     tones = (torch.sin(2 * torch.pi * freqs[:, :, None] * t) * torch.exp(-3 * t)).sum(1)
     tones = tones + 0.05 * torch.randn_like(tones)
     residual = codec.encoder(tones[:, None, :]).transpose(1, 2).reshape(-1, codec.config.codebook_dim)
+    # Rescale the encoder's last conv so that latents have unit RMS: at the init's scale (~0.06) the codec decoder's
+    # biases drown its input and every token sequence decodes to nearly the same waveform.
+    scale = residual.pow(2).mean().sqrt()
+    last = codec.encoder.layers[-1].conv
+    last.parametrizations.weight.original0.div_(scale)
+    last.bias.div_(scale)
+    residual = residual / scale
     for layer in codec.quantizer.layers:
         book = layer.codebook
         book.embed.copy_(residual[torch.randperm(len(residual))[: book.codebook_size]])
         book.embed_avg.copy_(book.embed)
         residual = residual - book.decode(book.encode(residual))
+    # Without biases the decoder's output is driven by its input alone (ELU(0) = 0), so different codes give audibly
+    # different waveforms; then scale the last conv for an output RMS of about 0.1.
+    for name, param in codec.decoder.named_parameters():
+        if name.endswith("bias"):
+            param.zero_()
+    codes = codec.quantizer.encode(codec.encoder(tones[:, None, :]))
+    out_rms = codec.decoder(codec.quantizer.decode(codes)).pow(2).mean().sqrt()
+    codec.decoder.layers[-1].conv.parametrizations.weight.original0.mul_(0.1 / out_rms)
 
 
 def tiny_tokenizer() -> ByT5Tokenizer:

@@ -1,0 +1,385 @@
+"""Our own MusicGen decode loop over the loaded transformers modules, readable top to bottom.
+
+    prompts --T5--> text states --(enc_to_dec_proj)--> cross-attention states, batch [conditional; unconditional]
+    for step t in 0 .. total - 1:                       total = frames + num_codebooks - 1
+        the decoder stack computes position t (one new position, a preallocated KV cache holds the earlier ones)
+        lm heads -> logits per codebook -> CFG: uncond + (cond - uncond) * scale -> temperature, top-k, top-p
+        -> greedy arg-max or a sample from the seeded generator -> the delay pattern fixes the padded slots
+        -> the tokens of position t + 1 go straight into the next step's input buffer on the device
+    strip the delay pattern -> codes [B, K, frames] -> EnCodec -> audio
+
+It follows transformers 5.24's ``MusicgenForConditionalGeneration.generate`` (text encoding, the zeroed unconditional
+half with its zero attention mask, the guidance formula, the delay pattern, the order temperature -> top-k -> top-p),
+so on the CPU it gives generate's tokens: greedy, and sampled when generate runs after ``torch.manual_seed(seed)``
+(tests/test_decode.py checks both). Logits agree to about 1e-7, not bit for bit: our attention runs over the whole
+preallocated cache with a mask, generate's over a growing one.
+
+Step semantics (shared with studio/hooks.py): step t = 0 is the first decoder forward; decoder step t computes
+sequence position t (position 0 is the BOS column) and predicts the tokens of position t + 1; ``on_step(t + 1, total)``
+is called after it.
+
+Why the decoder stack's ``forward`` is swapped while we decode: steering (studio/hooks.py) is a set of module hooks on
+the decoder stack and its layers, so each step calls the stack module itself, once, with the new position only, and
+the hooks fire as in transformers' own loop. Its stock ``forward`` cannot be captured in a CUDA graph, though: it reads
+the cache length on the host every call (``if seq_len + cache_length > ...`` in the positional embedding). So for the
+duration of a decode, the stack instance's ``forward`` is our ``_DecodeProgram.stack_forward``, which reads the step
+from a device counter; the layers, their attention and the cache are transformers' own. The caller holds
+``LoadedModel.lock`` (nothing else may run the model meanwhile), and the stock forward is back on every exit.
+
+CUDA graphs: on a CUDA device the whole step (stack, heads, guidance, sampling, delay pattern, writing the next input)
+is captured once after a few eager warm-up steps and replayed; the step counter, the KV cache, the input buffer and
+the generator state live on the device, so replaying needs no Python per layer and no host sync. Eager and graph
+paths run the same kernels on the same buffers, so they give the same tokens for the same seed (checked by the GPU
+tests of tests/test_decode.py; on the CPU a recorded-and-replayed step stands in for the graph). Module hooks only run
+while the graph is captured, not on replay, so a graph is used only when every hook on the decoder declares itself
+replay-safe (``cuda_graph_safe = True`` on the hook function or the object it is bound to): it must read the step
+from the device (``kwargs["cache"].get_seq_length()`` is a 0-dim device tensor here from step 1 on, the int 0 at
+step 0; never turn the tensor into an int) and write captured states into preallocated buffers with device indices.
+studio/hooks.py's HookManager does.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from transformers import EncoderDecoderCache, StaticCache
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+from studio.hooks import decoder_hooks
+from studio.model import LoadedModel
+from studio.recipe import Sampling
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]  # (steps done, total steps)
+FREE = -1  # delay-pattern entry: the model's token goes here (any other value is a fixed pad token)
+WARMUP_STEPS = 3  # eager steps before capture: step 0 fills the cross-attention cache, the next ones settle kernels
+_ATTENTION = ("sdpa", "eager")
+
+
+class DecodeError(ValueError):
+    """The fast decoder cannot run this request; the message says why and what to do instead."""
+
+
+@dataclass
+class DecodeResult:
+    """What one decode produced. ``codes`` are EnCodec's input, ``sequence`` the decoder's token grid."""
+
+    codes: torch.Tensor            # [B, K, frames] int64 (CPU): audio codes per prompt and codebook
+    sequence: torch.Tensor         # [B, K, total + 1] int64 (CPU): delay-pattern grid, BOS column first, pads kept
+    audio: np.ndarray | None       # [B, frames * hop] float32 at sample_rate; None when with_audio=False
+    sample_rate: int
+    steps: int                     # decoder forwards = frames + K - 1
+    used_cuda_graph: bool          # some steps were CUDA graph replays
+
+
+# ------------------------------------------------------------------------------------------------ pure pieces
+
+def delay_pattern(num_codebooks: int, frames: int, pad_token_id: int) -> torch.Tensor:
+    """[K, frames + K] int64 delay pattern over sequence positions 0 .. frames + K - 1.
+
+    Codebook k is delayed by k + 1 positions (BOS at position 0): its frames occupy positions k + 1 .. k + frames and
+    hold FREE (-1); every other slot holds ``pad_token_id``. Same grid as transformers' ``build_delay_pattern_mask``
+    (mono) for a BOS-only prompt and ``max_length = frames + K``.
+    """
+    position = torch.arange(frames + num_codebooks)
+    codebook = torch.arange(num_codebooks)[:, None]
+    free = (position > codebook) & (position <= codebook + frames)
+    return torch.where(free, FREE, pad_token_id)
+
+
+def strip_delay(sequence: torch.Tensor, frames: int) -> torch.Tensor:
+    """[B, K, S] delay-pattern grid -> [B, K, frames] codes: codebook k's frames sit at positions k + 1 .. k + frames."""
+    num_codebooks = sequence.shape[1]
+    return torch.stack([sequence[:, k, k + 1: k + 1 + frames] for k in range(num_codebooks)], dim=1)
+
+
+def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on [2N, V] logits laid out [conditional; unconditional]: uncond + (cond - uncond) * s."""
+    conditional, unconditional = logits.split(logits.shape[0] // 2, dim=0)
+    return unconditional + (conditional - unconditional) * scale
+
+
+def filter_scores(scores: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (nucleus) on [N, V] scores; filtered entries become -inf.
+
+    top_k <= 0 and top_p outside (0, 1) switch those filters off. Ties at the k-th score are all kept; top-p keeps
+    the smallest set of highest scores whose probability mass exceeds top_p, and always the best one.
+    """
+    if temperature != 1.0:
+        scores = scores / temperature
+    if top_k > 0:
+        kth_best = torch.topk(scores, min(top_k, scores.shape[-1])).values[..., -1:]
+        scores = scores.masked_fill(scores < kth_best, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        ascending, order = torch.sort(scores, dim=-1)
+        mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = mass_below <= 1.0 - top_p
+        drop_sorted[..., -1:] = False
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    return scores
+
+
+def sample(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of [N, V] scores, drawn from softmax(scores).
+
+    Drawn as argmax(p / E) with E ~ Exp(1), which is how torch.multinomial draws one sample, so the tokens equal
+    ``torch.multinomial(p, 1)`` for the same generator state; unlike it, no validity check reads the
+    probabilities back to the host, so it can run inside a CUDA graph.
+    """
+    probs = scores.softmax(dim=-1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / race).argmax(dim=-1)
+
+
+# ------------------------------------------------------------------------------------------------ the program
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Cross-attention inputs for the decoder batch: states [R, S, d] and transformers' 4-D mask (or None)."""
+
+    states: torch.Tensor
+    mask: torch.Tensor | None
+    rows: int  # R = B, or 2B with classifier-free guidance
+
+
+def encode_text(loaded: LoadedModel, prompts: Sequence[str], cfg: bool) -> Conditioning:
+    """T5-encode the prompts as transformers' generate does: with CFG the batch gains an unconditional half whose
+    states and attention mask are zero; states are projected to the decoder width and zeroed where masked."""
+    model = loaded.model
+    text = loaded.tokenizer(list(prompts), return_tensors="pt", padding=True).to(loaded.device)
+    mask = text["attention_mask"]
+    states = model.text_encoder(input_ids=text["input_ids"], attention_mask=mask).last_hidden_state
+    if cfg:
+        states = torch.cat([states, torch.zeros_like(states)])
+        mask = torch.cat([mask, torch.zeros_like(mask)])
+    projection = getattr(model, "enc_to_dec_proj", None)  # present when the widths differ (see transformers)
+    if projection is not None:
+        states = projection(states)
+    states = states * mask[..., None]
+    stack = model.decoder.model.decoder
+    query = states.new_zeros(states.shape[0], 1, stack.config.hidden_size)  # one new position per step
+    cross_mask = create_bidirectional_mask(config=stack.config, inputs_embeds=query, attention_mask=mask,
+                                           encoder_hidden_states=states)
+    return Conditioning(states=states, mask=cross_mask, rows=states.shape[0])
+
+
+class _DecodeProgram:
+    """Every buffer a step reads or writes, preallocated on the device, and the step itself (``step``).
+
+    ``position`` (a [1] int64 device tensor) is the step counter: the position this step computes. ``inputs`` holds
+    that position's tokens for every decoder row; ``sequence`` the token grid of the conditional rows.
+    """
+
+    def __init__(self, loaded: LoadedModel, conditioning: Conditioning, frames: int, sampling: Sampling,
+                 generator: torch.Generator | None):
+        model, device = loaded.model, loaded.device
+        self.stack = model.decoder.model.decoder
+        self.heads = model.decoder.lm_heads
+        self.num_codebooks = loaded.num_codebooks
+        self.total = frames + self.num_codebooks - 1
+        self.conditioning = conditioning
+        self.sampling, self.generator = sampling, generator
+        self.copies = 2 if sampling.guidance_scale > 1 else 1
+        batch = conditioning.rows // self.copies
+        start = _start_token(model)
+        pattern = delay_pattern(self.num_codebooks, frames, start).to(device)
+        self.pattern = pattern.repeat(batch, 1)                                          # [B*K, S]
+        self.sequence = self.pattern.clone()  # column 0 is the BOS column: the start token in every codebook
+        self.inputs = torch.full((conditioning.rows * self.num_codebooks, 1), start, dtype=torch.long, device=device)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.key_index = torch.arange(self.total, device=device)
+        self.masked_value = (None if self.stack.config._attn_implementation == "sdpa"
+                             else torch.tensor(torch.finfo(loaded.dtype).min, dtype=loaded.dtype, device=device))
+        config = self.stack.config
+        self.cache = EncoderDecoderCache(StaticCache(config=config, max_cache_len=self.total),
+                                         StaticCache(config=config, max_cache_len=conditioning.states.shape[1]))
+
+    def stack_forward(self, input_ids: torch.Tensor, **_ignored) -> BaseModelOutputWithPastAndCrossAttentions:
+        """The decoder stack for one new position (replaces the stack's ``forward`` during a decode).
+
+        Same arithmetic as transformers' MusicgenDecoder.forward: the sum of the codebook embeddings plus the
+        sinusoidal position, every layer against the KV cache, the final layer norm. The position and the causal
+        mask come from the device counter, so nothing here reads a value back to the host.
+        """
+        stack = self.stack
+        codes = input_ids.reshape(-1, self.num_codebooks, input_ids.shape[-1])
+        embeds = sum(stack.embed_tokens[k](codes[:, k]) for k in range(self.num_codebooks))
+        hidden = embeds + stack.embed_positions.weights.index_select(0, self.position)
+        visible = (self.key_index <= self.position).view(1, 1, 1, -1)  # keys 0..t of the static cache
+        causal = visible if self.masked_value is None else torch.where(visible, 0.0, self.masked_value)
+        conditioning = self.conditioning
+        for layer in stack.layers:
+            hidden = layer(hidden, causal, conditioning.states, encoder_attention_mask=conditioning.mask,
+                           cache=self.cache, use_cache=True)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=stack.layer_norm(hidden), cache=self.cache)
+
+    def step(self) -> None:
+        """One decoder step: position t in, the tokens of position t + 1 written to ``inputs`` and ``sequence``."""
+        hidden = self.stack(input_ids=self.inputs, cache=self.cache, use_cache=True).last_hidden_state
+        logits = torch.stack([head(hidden) for head in self.heads], dim=1)[:, :, -1].float()  # [R, K, V]
+        scores = logits.reshape(-1, logits.shape[-1])
+        if self.copies == 2:
+            scores = guide(scores, self.sampling.guidance_scale)
+        if self.sampling.greedy:
+            tokens = scores.argmax(dim=-1)
+        else:
+            s = self.sampling
+            tokens = sample(filter_scores(scores, s.temperature, s.top_k, s.top_p), self.generator)
+        column = self.position + 1
+        fixed = self.pattern.index_select(1, column).squeeze(1)
+        tokens = torch.where(fixed == FREE, tokens, fixed)
+        self.sequence.index_copy_(1, column, tokens[:, None])
+        self.inputs.copy_(tokens.repeat(self.copies)[:, None])
+        self.position.add_(1)
+
+
+def _start_token(model) -> int:
+    """The decoder's start (and pad) token: what generate fills the delay pattern with."""
+    config = model.generation_config
+    for value in (config.decoder_start_token_id, config.bos_token_id, model.config.decoder.bos_token_id):
+        if value is not None:
+            return int(value)
+    raise DecodeError("the model defines no decoder_start_token_id or bos_token_id; use --engine hf")
+
+
+@contextmanager
+def _stack_forward_replaced(stack: torch.nn.Module, forward: Callable) -> Iterator[None]:
+    """Route calls of the decoder stack module (hooks included) to `forward` for the duration of the block."""
+    previous = stack.__dict__.get("forward")
+    stack.forward = forward
+    try:
+        yield
+    finally:
+        if previous is None:
+            del stack.forward
+        else:
+            stack.forward = previous
+
+
+def _hooks_allow_graph(stack: torch.nn.Module) -> bool:
+    """True when every module hook inside the decoder stack (itself included) declares ``cuda_graph_safe = True``."""
+    for hook in decoder_hooks(stack):
+        owner = getattr(hook, "__self__", None)
+        if not (getattr(hook, "cuda_graph_safe", False) or getattr(owner, "cuda_graph_safe", False)):
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ the loops
+
+def _run_eager(program: _DecodeProgram, on_step: StepCallback | None) -> None:
+    for done in range(1, program.total + 1):
+        program.step()
+        if on_step is not None:
+            on_step(done, program.total)
+
+
+def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
+    """Eager warm-up steps on a side stream, then the step captured once and replayed for the rest.
+
+    Capturing records the step's kernels without running them, so the captured step is the next real step.
+    ``on_step`` is called once each replay is queued; the GPU may still be working on it (read a device value in
+    the callback if you need it finished).
+    """
+    device = program.position.device
+    warmup = min(WARMUP_STEPS, program.total)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for done in range(1, warmup + 1):
+            program.step()
+            if on_step is not None:
+                on_step(done, program.total)
+    torch.cuda.current_stream(device).wait_stream(side)
+    if warmup == program.total:
+        return
+    graph = torch.cuda.CUDAGraph()
+    if program.generator is not None:
+        graph.register_generator_state(program.generator)
+    # thread_local: other threads of a server (e.g. Gradio's) may allocate on the GPU while we capture
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        program.step()
+    for done in range(warmup + 1, program.total + 1):
+        graph.replay()
+        if on_step is not None:
+            on_step(done, program.total)
+
+
+def _check_request(loaded: LoadedModel, prompts: Sequence[str], frames: int, sampling: Sampling) -> None:
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise DecodeError("prompts must be a non-empty list of strings")
+    if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
+        raise DecodeError(f"frames must be a positive integer, got {frames}")
+    config = loaded.model.config.decoder
+    if getattr(config, "audio_channels", 1) != 1:
+        raise DecodeError("the fast decoder handles mono MusicGen only; use --engine hf for stereo checkpoints")
+    if config._attn_implementation not in _ATTENTION:
+        raise DecodeError(f"the fast decoder supports attention {' or '.join(_ATTENTION)}, the model uses "
+                          f"'{config._attn_implementation}'; load it with attn_implementation='sdpa' or use --engine hf")
+    positions = loaded.model.decoder.model.decoder.embed_positions.weights.shape[0]
+    if frames + loaded.num_codebooks - 1 > positions:
+        raise DecodeError(f"{frames} frames need {frames + loaded.num_codebooks - 1} decoder positions, the model "
+                          f"has {positions}; ask for a shorter clip")
+    if not sampling.greedy and not sampling.temperature > 0:
+        raise DecodeError(f"temperature must be > 0, got {sampling.temperature}")
+    if not 0.0 <= sampling.top_p <= 1.0:
+        raise DecodeError(f"top_p must be within [0, 1], got {sampling.top_p}")
+
+
+def _use_graph(loaded: LoadedModel, requested: bool | None) -> bool:
+    stack = loaded.model.decoder.model.decoder
+    if requested is None:
+        graph_ok = loaded.device.type == "cuda" and _hooks_allow_graph(stack)
+        if loaded.device.type == "cuda" and not graph_ok:
+            log.info("decoder hooks are not marked cuda_graph_safe: decoding eagerly")
+        return graph_ok
+    if requested and loaded.device.type != "cuda":
+        raise DecodeError(f"use_cuda_graph needs a CUDA device, the model is on {loaded.device}")
+    if requested and not _hooks_allow_graph(stack):
+        raise DecodeError("use_cuda_graph: a hook on the decoder is not marked cuda_graph_safe (it would not run on "
+                          "graph replays); decode eagerly (use_cuda_graph=False) or make the hook replay-safe")
+    return bool(requested)
+
+
+def decode(loaded: LoadedModel, prompts: Sequence[str], frames: int, *, seed: int = 0,
+           sampling: Sampling = Sampling(), on_step: StepCallback | None = None,
+           use_cuda_graph: bool | None = None, with_audio: bool = True) -> DecodeResult:
+    """Generate `frames` audio frames (50 per second) for each prompt; the caller holds ``loaded.lock``.
+
+    Runs frames + K - 1 decoder steps, calling ``on_step(done, total)`` after each. Sampling draws from a
+    torch.Generator on the model's device seeded with `seed` (the global RNG is left alone): the same inputs and seed
+    give the same tokens, eagerly or through the CUDA graph. ``use_cuda_graph=None`` uses a graph on CUDA when every
+    decoder hook is marked replay-safe (see the module docstring); True insists, False never does.
+    ``top_k = 0`` and ``top_p = 0`` switch those filters off (transformers' generate would fall back to the
+    generation config's values instead).
+    """
+    _check_request(loaded, prompts, frames, sampling)
+    graphed = _use_graph(loaded, use_cuda_graph)
+    generator = None if sampling.greedy else torch.Generator(device=loaded.device).manual_seed(int(seed))
+    with torch.inference_mode():
+        conditioning = encode_text(loaded, prompts, cfg=sampling.guidance_scale > 1)
+        program = _DecodeProgram(loaded, conditioning, frames, sampling, generator)
+        with _stack_forward_replaced(program.stack, program.stack_forward):
+            (_run_graphed if graphed else _run_eager)(program, on_step)
+        sequence = program.sequence.view(len(prompts), loaded.num_codebooks, -1)
+        codes = strip_delay(sequence, frames)
+        audio = None
+        if with_audio:
+            values = loaded.model.audio_encoder.decode(codes[None], audio_scales=[None] * len(prompts)).audio_values
+            audio = values[:, 0].float().cpu().numpy()
+    # Copies made outside inference mode: ordinary tensors the caller may modify.
+    return DecodeResult(codes=codes.to("cpu", copy=True), sequence=sequence.to("cpu", copy=True), audio=audio,
+                        sample_rate=loaded.sample_rate, steps=program.total,
+                        used_cuda_graph=graphed and program.total > WARMUP_STEPS)
+
+
+__all__ = ["DecodeError", "DecodeResult", "Conditioning", "decode", "delay_pattern", "strip_delay", "guide", "filter_scores",
+           "sample", "encode_text"]

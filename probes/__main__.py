@@ -1,4 +1,5 @@
-"""`python -m probes train ...`: train a ConceptBank for one concept. Bad input: exit status 2 and one line."""
+"""`python -m probes train|eval ...`: train a ConceptBank for one concept; measure steering. Bad input: exit status 2
+and one line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from probes.bank import BankError
+from probes.evaluate.cli import add_eval_arguments, run_eval
 from probes.rfm import RFMError
 from probes.syntheory import CONCEPTS, SynTheoryError
 from studio.cli import UsageError, _Parser
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     train.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
+    add_eval_arguments(sub.add_parser("eval", help="baseline vs steered: probe accuracy, DSP checks, CLAP, FD/MMD"))
     return parser
 
 
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-        return {"train": run_train}[args.command](args)
+        return {"train": run_train, "eval": run_eval}[args.command](args)
     except (UsageError, ModelLoadError, SynTheoryError, BankError, RFMError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

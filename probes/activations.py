@@ -100,8 +100,9 @@ def extract_activations(loaded: LoadedModel, clips: Sequence[np.ndarray], poolin
 
 
 def cache_key(loaded: LoadedModel, dataset_key: str, pooling: str) -> str:
-    """Activations depend on the model (signature + dtype), the clips and the pooling."""
-    parts = {"v": CACHE_VERSION, "model": loaded.signature.__dict__, "dtype": str(loaded.dtype),
+    """Activations depend on the model (signature, weights, dtype), the clips and the pooling."""
+    parts = {"v": CACHE_VERSION, "model": loaded.signature.__dict__, "weights": loaded.weights_fingerprint,
+             "dtype": str(loaded.dtype),
              "dataset": dataset_key, "pooling": pooling}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 

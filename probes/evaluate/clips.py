@@ -1,0 +1,97 @@
+"""Rendered clips of an evaluation, on disk and reused: a run that stops half way picks up where it was.
+
+Each clip is ``<root>/<group>/<stem>-<key>.wav`` (32-bit float, so a reused clip measures exactly as a fresh one) plus
+``.json`` beside it: the render record of studio.generate (the recipe as run, with its seed, the audio's facts and the
+per-step readout), loadable back into the studio with ``launch.py generate --recipe``. The key hashes everything that
+decides the audio: the model signature, the recipe and the directions of the banks its controls use. The JSON is
+written after the WAV, so a clip counts as rendered only when both exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from studio.audio import write_wav
+from studio.cli import _write_json_atomic as write_json_atomic
+from studio.generate import generate
+from studio.recipe import Recipe
+
+from .errors import EvaluationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StoredClip:
+    """A clip and its render record; `reused` says whether it came from disk."""
+
+    audio: np.ndarray
+    sample_rate: int
+    record: dict
+    path: Path
+    reused: bool
+
+    def readout_window(self) -> np.ndarray:
+        """[T, C] per-step window readout of the generation (EvaluationError when the recipe had no readout)."""
+        readout = self.record.get("readout")
+        if not readout:
+            raise EvaluationError(f"{self.path} was rendered without a readout; give its recipe a readout")
+        return np.array([step["window"] for step in readout["steps"]], dtype=np.float64)
+
+
+def bank_digest(bank) -> str:
+    """sha256 (16 hex) of what a bank contributes to steering: classes, directions and validation scores."""
+    digest = hashlib.sha256(json.dumps(list(bank.classes)).encode())
+    for tensor in (bank.directions, bank.val_auc):
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class ClipStore:
+    """Render-or-reuse for one model and its banks under `root`."""
+
+    def __init__(self, root: str | Path, loaded, banks: dict):
+        self.root = Path(root)
+        self.loaded = loaded
+        self.banks = banks
+        self._digests = {concept: bank_digest(bank) for concept, bank in banks.items()}
+        self.rendered = 0
+        self.reused = 0
+
+    def key(self, recipe: Recipe) -> str:
+        """16 hex of sha256 over model signature, recipe (model field as loaded) and the used banks' digests."""
+        as_run = {**recipe.to_dict(), "model": self.loaded.model_id}
+        payload = {"model": self.loaded.signature.__dict__, "dtype": str(self.loaded.dtype), "recipe": as_run,
+                   "banks": {c: self._digests[c] for c in recipe.concepts() if c in self._digests}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def path(self, recipe: Recipe, group: str, stem: str) -> Path:
+        return self.root / group / f"{stem}-{self.key(recipe)}.wav"
+
+    def get(self, recipe: Recipe, group: str, stem: str) -> StoredClip:
+        """The clip of `recipe`: read from disk when rendered before, else generated and saved."""
+        wav = self.path(recipe, group, stem)
+        meta = wav.with_suffix(".json")
+        if wav.is_file() and meta.is_file():
+            try:
+                audio, rate = sf.read(wav, dtype="float32")
+                record = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, RuntimeError, json.JSONDecodeError) as error:
+                raise EvaluationError(f"cannot read the stored clip {wav} ({error}); delete it and its .json to "
+                                      "render it again") from error
+            self.reused += 1
+            return StoredClip(audio, rate, record, wav, True)
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        result = generate(self.loaded, recipe, banks={c: self.banks[c] for c in recipe.concepts()})
+        write_wav(wav, result.audio, result.sample_rate, subtype="FLOAT")
+        record = result.record(audio_file=wav.name)
+        write_json_atomic(meta, record)
+        self.rendered += 1
+        return StoredClip(result.audio, result.sample_rate, record, wav, False)

@@ -1,0 +1,89 @@
+"""The crossfade experiment: hand over from class n1 to class n2 over the whole clip with complementary linear
+schedules (n1 at full strength falling to 0 while n2 rises from 0), and compare when the model's own readout hands
+over with when the schedule does.
+
+Measured crossover: `switch_time` of p(n2) - p(n1) in the generation's per-step window readout, each step timed at
+the centre of its window. Scheduled crossover: `switch_time` of the two schedules' difference on the step grid (the
+midpoint of the clip for a full-length linear crossfade). As a check on the audio itself, the first and last thirds
+of each clip are re-encoded and classified by the bank's probe (and the DSP check): n1 should win the first third and
+n2 the last. Like the paper, the crossfaded clips' CLAP similarity and drift from the baseline are reported too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from studio.schedules import crossfade, step_times
+
+from .conditions import PAPER_DEFAULT, Condition
+from .figures import crossfade_figure
+from .metrics import bootstrap_ci
+from .report import mean_columns, write_csv
+from .runner import Context, mean_or_none, slug
+from .timing import switch_time, window_centres
+
+
+def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
+    """Render, time and check the crossfade clips; write crossfade.csv and the figure. Returns (rows, summary)."""
+    s, concept, bank = ctx.settings, ctx.settings.concept, ctx.bank
+    first, second = ctx.crossfade_pair()
+    condition = Condition(s.crossfade_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
+    fade_out, fade_in = crossfade(0.0, s.seconds)
+    controls = [{**condition.control(concept, first, ctx.loaded.num_layers), "schedule": fade_out.to_dict()},
+                {**condition.control(concept, second, ctx.loaded.num_layers), "schedule": fade_in.to_dict()}]
+    readout = {"concept": concept, "layer": "best", "window_s": s.readout_window_s}
+    info = {"condition": f"crossfade-{condition.name}", "first": first, "second": second}
+    jobs = ctx.prompt_seed_jobs(f"crossfade/{slug(first)}-{slug(second)}", "", info, controls, readout)
+    clips = ctx.render(jobs, "crossfade")
+
+    a, b = bank.class_index(first), bank.class_index(second)
+    frame_rate = ctx.loaded.frame_rate
+    rows, curves = [], []
+    for job, clip in zip(jobs, clips):
+        window = clip.readout_window()                                     # [T, C]
+        steps, width = len(window), int(clip.record["readout"]["window_steps"])
+        centres = window_centres(steps, width, frame_rate)
+        fade = [c.schedule.values(steps, frame_rate) for c in job.recipe.controls]
+        rows.append({"experiment": "crossfade", **job.info, "file": str(clip.path.relative_to(ctx.out)),
+                     "scheduled_s": switch_time(step_times(steps, frame_rate), fade[1] - fade[0]),
+                     "measured_s": switch_time(centres, window[:, b] - window[:, a])})
+        curves.append((centres, window[:, a], window[:, b]))
+    _check_thirds(ctx, clips, rows, first, second)
+    facts = ctx.measure([c.audio for c in clips], [j.info["prompt"] for j in jobs], [concept])
+    for i, row in enumerate(rows):
+        row["error_s"] = row["measured_s"] - row["scheduled_s"]
+        if facts.clap.ok:
+            row["clap"] = float(facts.clap.similarities[i])
+
+    stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
+    measured = bootstrap_ci([r["measured_s"] for r in rows], **stats)
+    scheduled = float(np.mean([r["scheduled_s"] for r in rows]))
+    grid = curves[0][0]
+    fig = crossfade_figure(grid, np.stack([np.interp(grid, t, p) for t, p, _ in curves]),
+                           np.stack([np.interp(grid, t, q) for t, _, q in curves]), (first, second), scheduled,
+                           measured.mean)
+    files = [write_csv(ctx.out / "crossfade.csv", rows)] + ctx.figure(fig, "crossfade")
+    summary = {"first": first, "second": second, "strength": s.crossfade_strength, "condition": condition.name,
+               "readout_window_s": s.readout_window_s, "scheduled_s": scheduled, "measured_s": measured.as_dict(),
+               "mean_abs_error_s": float(np.mean([abs(r["error_s"]) for r in rows])),
+               "first_third_probe_acc": mean_or_none(r["first_third_probe_hit"] for r in rows),
+               "last_third_probe_acc": mean_or_none(r["last_third_probe_hit"] for r in rows),
+               "first_third_dsp_acc": mean_or_none(r.get("first_third_dsp_hit") for r in rows),
+               "last_third_dsp_acc": mean_or_none(r.get("last_third_dsp_hit") for r in rows),
+               **mean_columns(rows, **stats), **ctx.drift(facts),
+               "files": [str(f.relative_to(ctx.out)) for f in files]}
+    return rows, summary
+
+
+def _check_thirds(ctx: Context, clips, rows: list[dict], first: str, second: str) -> None:
+    """Add the re-encoded first/last thirds' probe and DSP results to the rows."""
+    concept = ctx.settings.concept
+    thirds = [c.audio[: len(c.audio) // 3] for c in clips] + [c.audio[len(c.audio) - len(c.audio) // 3:] for c in clips]
+    facts = ctx.measure(thirds, [""] * len(thirds), [concept], with_clap=False)
+    for i, row in enumerate(rows):
+        for part, index, target in (("first_third", i, first), ("last_third", len(rows) + i, second)):
+            judged = facts.target_row(index, concept, target)
+            row[f"{part}_probe_pred"] = judged.get("probe_pred")
+            row[f"{part}_probe_hit"] = judged.get("probe_hit")
+            if "dsp_hit" in judged:
+                row[f"{part}_dsp_pred"], row[f"{part}_dsp_hit"] = judged["dsp_pred"], judged["dsp_hit"]

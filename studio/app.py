@@ -24,7 +24,7 @@ from probes.bank import BankError, ConceptBank
 from studio.audio import write_wav
 from studio.controls import (DEFAULT_STRENGTH, MAX_ROWS, Layering, Row, build_recipe, control_name, layering_from_recipe,
                              list_banks, model_bank_dir, rows_from_recipe, schedules_from_recipe)
-from studio.generate import Cancelled, GenerateError, StepEvent, generate
+from studio.generate import DEFAULT_ENGINE, Cancelled, GenerateError, StepEvent, generate
 from studio.model import TINY, LoadedModel, ModelLoadError, load_model
 from studio.plan import layer_weights
 from studio.plots import auc_by_layer_figure, layer_weights_figure, readout_figure
@@ -69,8 +69,8 @@ def load_with_fallback(name: str, device: str | None = None) -> tuple[LoadedMode
 class Studio:
     """The resident model, its concept banks and the cancel switches of running generations."""
 
-    def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
+    def __init__(self, loaded: LoadedModel, engine: str = DEFAULT_ENGINE):
+        self.loaded, self.engine = loaded, engine
         self.banks: dict[str, ConceptBank] = {}
         self.cancels: dict[str, threading.Event] = {}
         self.reload_banks()
@@ -110,11 +110,13 @@ class Studio:
 
         def work():
             try:
-                steered = generate(self.loaded, recipe, events.put, banks=self.banks, cancel=cancel)
+                steered = generate(self.loaded, recipe, events.put, banks=self.banks, cancel=cancel,
+                                   engine=self.engine)
                 baseline = None
                 if with_baseline:
                     plain = parse_recipe({**recipe.to_dict(), "controls": []})
-                    baseline = generate(self.loaded, plain, None, banks=self.banks, cancel=cancel)
+                    baseline = generate(self.loaded, plain, None, banks=self.banks, cancel=cancel,
+                                        engine=self.engine)
                 events.put(("done", steered, baseline))
             except Exception as err:  # handed to the page's thread, which shows it
                 events.put(("error", err))
@@ -170,8 +172,9 @@ def _save_outputs(result, folder: Path, stem: str) -> tuple[str, str]:
     return str(wav), str(record)
 
 
-def build_app(loaded: LoadedModel, banner: str = "") -> gr.Blocks:
-    studio = Studio(loaded)
+def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGINE) -> gr.Blocks:
+    studio = Studio(loaded, engine)
+    stream = on_gpu(studio.stream)  # wrapped once, while the app is built, as ZeroGPU expects
     concepts = sorted(studio.banks, key=lambda c: (c != "notes", c))  # notes first: the paper's main concept
     first = concepts[0] if concepts else None
     out_dir = Path(tempfile.mkdtemp(prefix="musicrfm-studio-"))
@@ -191,7 +194,7 @@ def build_app(loaded: LoadedModel, banner: str = "") -> gr.Blocks:
                         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="Guidance")
                     with gr.Row(equal_height=True):
                         seed = gr.Number(value=1234, precision=0, label="Seed", minimum=0, scale=3)
-                        dice = gr.Button("New seed", scale=1, size="sm")
+                        dice = gr.Button("🎲 Random", scale=1, min_width=90, size="sm", elem_id="dice")
                     gr.Markdown("### Concept controls")
                     rows, row_boxes = [], []
                     for i in range(MAX_ROWS):
@@ -333,7 +336,7 @@ def build_app(loaded: LoadedModel, banner: str = "") -> gr.Blocks:
             hidden = gr.update(visible=with_baseline, value=None)
             yield "Starting…", _readout_plot(studio, recipe, [], []), None, hidden, None, None
             try:
-                for item in on_gpu(studio.stream)(recipe, session, with_baseline):
+                for item in stream(recipe, session, with_baseline):
                     if item[0] == "step":
                         event = item[1]
                         if event.probs is not None:
@@ -423,7 +426,7 @@ def build_app(loaded: LoadedModel, banner: str = "") -> gr.Blocks:
                 raise gr.Error(f"recipe too large ({len(recipe_json)} characters; at most {MAX_RECIPE_BYTES})")
             try:
                 recipe = Recipe.from_json(recipe_json)
-                *_, (_, steered, _) = on_gpu(studio.stream)(recipe, f"api-{id(recipe)}", False)
+                *_, (_, steered, _) = stream(recipe, f"api-{id(recipe)}", False)
             except (RecipeError, GenerateError) as err:
                 raise gr.Error(str(err))
             return _save_outputs(steered, Path(tempfile.mkdtemp(dir=out_dir)), "render")
@@ -469,8 +472,8 @@ def build_app(loaded: LoadedModel, banner: str = "") -> gr.Blocks:
     return app
 
 
-def serve(model: str, device: str | None, host: str, port: int) -> None:
+def serve(model: str, device: str | None, host: str, port: int, engine: str = DEFAULT_ENGINE) -> None:
     loaded, banner = load_with_fallback(model, device)
-    app = build_app(loaded, banner)
+    app = build_app(loaded, banner, engine)
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(
         server_name=host, server_port=port, max_file_size="1mb", css=CSS, show_error=True)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 DEFAULT_MODEL = "facebook/musicgen-small"
 # `generate --prompt` defaults (a recipe brings its own values).
 PROMPT_DEFAULTS = {"model": "tiny", "prompt": "", "seconds": 5.0, "seed": 0, "guidance": 3.0}
+ENGINE_HELP = "fast: our decode loop, CUDA graphs on a GPU (default); hf: transformers' generate, the reference"
 
 
 class UsageError(Exception):
@@ -38,6 +39,8 @@ def _seconds_arg(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from studio.generate import DEFAULT_ENGINE, ENGINES
+
     parser = _Parser(prog="launch.py", description="MusicRFM Studio: steer MusicGen with concept directions.")
     sub = parser.add_subparsers(dest="command")
 
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--model", default=DEFAULT_MODEL,
                         help="hub id, save_pretrained folder or 'tiny'; falls back to tiny when unreachable")
     studio.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when present)")
+    studio.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=ENGINE_HELP)
     studio.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     studio.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
 
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
     gen.add_argument("--device", default=None)
     gen.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16")
+    gen.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=ENGINE_HELP)
     gen.add_argument("--out", required=True, help="output WAV path")
     return parser
 
@@ -111,7 +116,8 @@ def run_generate(args) -> int:
     seconds = check_seconds(loaded, opts["seconds"])
     with tqdm(total=total_steps(loaded, seconds), desc="generating", unit="step", file=sys.stderr) as bar:
         audio = generate_audio(loaded, opts["prompt"], seconds, opts["seed"],
-                               Sampling(guidance_scale=opts["guidance"]), on_step=lambda done, total: bar.update(1))
+                               Sampling(guidance_scale=opts["guidance"]), on_step=lambda done, total: bar.update(1),
+                               engine=args.engine)
     write_wav(out, audio, loaded.sample_rate)
     print(f"wrote {out} ({len(audio) / loaded.sample_rate:.2f} s at {loaded.sample_rate} Hz)")
     return 0
@@ -131,7 +137,7 @@ def _render_recipe(args, out: Path) -> int:
                             seed=args.seed, guidance_scale=args.guidance)
     loaded = load_model(recipe.model, device=args.device, dtype=args.dtype)
     with tqdm(total=total_steps(loaded, recipe.seconds), desc="generating", unit="step", file=sys.stderr) as bar:
-        result = generate(loaded, recipe, on_step=lambda event: bar.update(1))
+        result = generate(loaded, recipe, on_step=lambda event: bar.update(1), engine=args.engine)
     _write_json_atomic(record_path, result.record(audio_file=out.name))
     try:
         write_wav(out, result.audio, result.sample_rate)
@@ -145,7 +151,7 @@ def _render_recipe(args, out: Path) -> int:
 def run_studio(args) -> int:
     from studio.app import serve
 
-    serve(model=args.model, device=args.device, host=args.host, port=args.port)
+    serve(model=args.model, device=args.device, host=args.host, port=args.port, engine=args.engine)
     return 0
 
 

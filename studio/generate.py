@@ -5,6 +5,10 @@ With MusicGen's codebook delay pattern, a clip of F audio frames needs F + num_c
 (50 * seconds + 3 for the published models). The steering plan has one row per step (studio/plan.py) and the hooks
 apply it (studio/hooks.py).
 
+Engines: "fast" (the default) is our decode loop, studio/decode.py (a preallocated KV cache, the whole step in a CUDA
+graph on a GPU); "hf" is transformers' generate, kept as the reference. The hooks and step events are the same for
+both, and on the CPU both give the same tokens for the same recipe.
+
 Concurrency: a generation holds ``LoadedModel.lock`` from seeding the RNG to removing its hooks, so two requests on
 one model never see each other's hooks or seed; they run one after the other and give the same results as if run alone.
 Cancellation: set the ``cancel`` event; the generation stops at the next step with ``Cancelled``, its hooks removed
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from studio.decode import FREE, DecodeError, decode, delay_pattern
 from studio.hooks import HookManager
 from studio.model import LoadedModel
 from studio.plan import SteeringPlan, build_plan
@@ -88,19 +93,19 @@ def total_steps(loaded: LoadedModel, seconds: float) -> int:
     return loaded.frames_for(seconds) + loaded.num_codebooks - 1
 
 
-class _StepWatcher(StoppingCriteria):
-    """Called by transformers after every decoder step (never stops it): records the tokens, raises Cancelled when
-    asked, and emits StepEvents with the live readout every `every` steps and at the last step."""
+ENGINES = ("fast", "hf")
+DEFAULT_ENGINE = "fast"  # studio/decode.py; "hf" is transformers' generate, kept as the reference
+
+
+class _StepEvents:
+    """Called after every decoder step by either engine: raises Cancelled when asked, and emits StepEvents with the
+    live readout every `every` steps and at the last step."""
 
     def __init__(self, total: int, on_step: Callable[[StepEvent], None] | None, cancel: threading.Event | None,
                  live: LiveReadout | None, every: int):
         self.total, self.on_step, self.cancel, self.live, self.every = total, on_step, cancel, live, every
-        self.tokens: torch.Tensor | None = None
-        self._running = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        self.tokens = input_ids
-        done = input_ids.shape[-1] - 1
+    def __call__(self, done: int, total: int | None = None) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(f"generation cancelled after {done} of {self.total} steps")
         if self.on_step is not None and done <= self.total:
@@ -108,19 +113,58 @@ class _StepWatcher(StoppingCriteria):
             if self.live is not None and (done % self.every == 0 or done == self.total):
                 probs, running = self.live.at(done - 1)
             self.on_step(StepEvent(done, self.total, probs, running))
+
+
+class _HFStepWatcher(StoppingCriteria):
+    """transformers' per-step callback (a stopping criterion that never stops): keeps the tokens, forwards the step."""
+
+    def __init__(self, events: _StepEvents):
+        self.events = events
+        self.tokens: torch.Tensor | None = None
+        self._running = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        self.tokens = input_ids
+        self.events(input_ids.shape[-1] - 1)
         if self._running is None or self._running.shape[0] != input_ids.shape[0]:
             self._running = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         return self._running
 
 
-def _sampling_kwargs(sampling: Sampling) -> dict:
+def _hf_sampling_kwargs(sampling: Sampling) -> dict:
+    """Our Sampling as generate() arguments; 0 must switch a filter off, not fall back to the generation config."""
     kwargs = dict(guidance_scale=sampling.guidance_scale)
     if sampling.greedy:
         kwargs.update(do_sample=False)
     else:
-        kwargs.update(do_sample=True, top_k=sampling.top_k or None, top_p=sampling.top_p or None,
-                      temperature=sampling.temperature)
+        kwargs.update(do_sample=True, top_k=sampling.top_k,
+                      top_p=sampling.top_p if 0 < sampling.top_p < 1 else 1.0, temperature=sampling.temperature)
     return kwargs
+
+
+def _run_hf(loaded: LoadedModel, recipe: Recipe, steps: int, events: _StepEvents) -> tuple[np.ndarray, torch.Tensor]:
+    """transformers' generate (the reference engine): (audio [samples], tokens [K, steps + 1])."""
+    inputs = loaded.tokenizer([recipe.prompt], return_tensors="pt", padding=True).to(loaded.device)
+    watcher = _HFStepWatcher(events)
+    torch.manual_seed(recipe.seed)
+    with torch.inference_mode():
+        audio = loaded.model.generate(**inputs, max_new_tokens=steps, **_hf_sampling_kwargs(recipe.sampling),
+                                      stopping_criteria=StoppingCriteriaList([watcher]))
+    # generate leaves its own samples in the delay pattern's padded slots (its codec input skips them); show the pad
+    # token there, as our loop does, so that tokens do not depend on the engine.
+    tokens = watcher.tokens[:, : steps + 1].cpu()
+    pattern = delay_pattern(loaded.num_codebooks, loaded.frames_for(recipe.seconds), int(tokens[0, 0]))
+    return audio[0, 0].float().cpu().numpy(), torch.where(pattern == FREE, tokens, pattern)
+
+
+def _run_fast(loaded: LoadedModel, recipe: Recipe, events: _StepEvents) -> tuple[np.ndarray, torch.Tensor]:
+    """Our decode loop (studio/decode.py; a CUDA graph on a GPU): (audio [samples], tokens [K, steps + 1])."""
+    try:
+        out = decode(loaded, [recipe.prompt], loaded.frames_for(recipe.seconds), seed=recipe.seed,
+                     sampling=recipe.sampling, on_step=events)
+    except DecodeError as err:
+        raise GenerateError(str(err)) from None
+    return out.audio[0], out.sequence[0]
 
 
 def _check_bank_models(banks: dict, loaded: LoadedModel) -> None:
@@ -147,14 +191,18 @@ def prepare(loaded: LoadedModel, recipe: Recipe, banks: dict | None = None) -> t
 
 def generate(loaded: LoadedModel, recipe: Recipe, on_step: Callable[[StepEvent], None] | None = None, *,
              banks: dict | None = None, cancel: threading.Event | None = None,
-             readout_every: int | None = None) -> Result:
+             readout_every: int | None = None, engine: str = DEFAULT_ENGINE) -> Result:
     """Render `recipe` on `loaded`: steered audio, the per-step readout and the tokens.
 
     `banks` (concept -> ConceptBank) skips loading them from the recipe's bank folder. `on_step` gets a StepEvent
     after every decoder step, with live readout rows every `readout_every` steps (default: 5 per second of audio)
-    and at the last step. The same recipe on the same device gives identical audio, gates included.
-    Raises RecipeError (invalid for this model or bank) or Cancelled; hooks are removed whatever happens.
+    and at the last step. The same recipe on the same device gives identical audio, gates included. `engine`
+    "fast" (studio/decode.py) and "hf" (transformers' generate) give the same tokens on the CPU.
+    Raises RecipeError (invalid for this model or bank), GenerateError or Cancelled; hooks are removed whatever
+    happens.
     """
+    if engine not in ENGINES:
+        raise GenerateError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     banks, plan = prepare(loaded, recipe, banks)
     steps = total_steps(loaded, recipe.seconds)
     spec = recipe.readout
@@ -162,7 +210,6 @@ def generate(loaded: LoadedModel, recipe: Recipe, on_step: Callable[[StepEvent],
     window_steps = max(1, round(spec.window_s * loaded.frame_rate)) if spec else 0
     probe = probe_on(bank.readout, loaded.device) if bank else None
     every = readout_every or max(1, loaded.frame_rate // 5)
-    inputs = loaded.tokenizer([recipe.prompt], return_tensors="pt", padding=True).to(loaded.device)
     cfg = recipe.sampling.guidance_scale > 1
     with loaded.lock:
         if cancel is not None and cancel.is_set():
@@ -170,22 +217,22 @@ def generate(loaded: LoadedModel, recipe: Recipe, on_step: Callable[[StepEvent],
         with HookManager(loaded, plan, capture_layer=bank.readout_layer if bank else None, steps=steps,
                          cfg=cfg) as hooks:
             live = LiveReadout(hooks.states, probe, window_steps) if bank else None
-            watcher = _StepWatcher(steps, on_step, cancel, live, every)
-            torch.manual_seed(recipe.seed)
-            with torch.inference_mode():
-                audio = loaded.model.generate(**inputs, max_new_tokens=steps, **_sampling_kwargs(recipe.sampling),
-                                              stopping_criteria=StoppingCriteriaList([watcher]))
+            events = _StepEvents(steps, on_step, cancel, live, every)
+            if engine == "fast":
+                audio, tokens = _run_fast(loaded, recipe, events)
+            else:
+                audio, tokens = _run_hf(loaded, recipe, steps, events)
     readout = None
     if bank:
         readout = compute_readout(hooks.states, probe, spec.concept, bank.classes, bank.readout_layer,
                                   loaded.frame_rate, window_steps)
-    return Result(audio=audio[0, 0].float().cpu().numpy(), sample_rate=loaded.sample_rate, readout=readout,
-                  recipe=replace(recipe, model=loaded.model_id), tokens=watcher.tokens[:, : steps + 1].cpu(),
-                  plan=plan)
+    return Result(audio=audio, sample_rate=loaded.sample_rate, readout=readout,
+                  recipe=replace(recipe, model=loaded.model_id), tokens=tokens, plan=plan)
 
 
 def generate_audio(loaded: LoadedModel, prompt: str, seconds: float, seed: int, sampling: Sampling = Sampling(),
-                   on_step: StepCallback | None = None, cancel: threading.Event | None = None) -> np.ndarray:
+                   on_step: StepCallback | None = None, cancel: threading.Event | None = None,
+                   engine: str = DEFAULT_ENGINE) -> np.ndarray:
     """Generate `seconds` of unsteered mono audio for `prompt`; float32 [frames * hop] at loaded.sample_rate.
 
     `on_step(done, total)` is called after every decoder step. The same seed, prompt and settings give identical
@@ -194,8 +241,8 @@ def generate_audio(loaded: LoadedModel, prompt: str, seconds: float, seed: int, 
     seconds = check_seconds(loaded, seconds)
     recipe = Recipe(seconds=seconds, model=loaded.model_id, prompt=prompt, seed=seed, sampling=sampling)
     callback = (lambda event: on_step(event.step, event.total)) if on_step else None
-    return generate(loaded, recipe, callback, banks={}, cancel=cancel).audio
+    return generate(loaded, recipe, callback, banks={}, cancel=cancel, engine=engine).audio
 
 
-__all__ = ["GenerateError", "Cancelled", "StepEvent", "Result", "Sampling", "check_seconds", "total_steps",
-           "prepare", "generate", "generate_audio"]
+__all__ = ["GenerateError", "Cancelled", "StepEvent", "Result", "Sampling", "ENGINES", "DEFAULT_ENGINE", "check_seconds",
+           "total_steps", "prepare", "generate", "generate_audio"]

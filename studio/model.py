@@ -290,7 +290,10 @@ def load_model(name: str = TINY, device: str | None = None, dtype: str | None = 
 
 
 def _warm_up(loaded: LoadedModel) -> None:
-    """One tiny generation so that kernels are selected and memory is allocated before the first request."""
-    inputs = loaded.tokenizer([""], return_tensors="pt").to(loaded.device)
-    with torch.inference_mode():
-        loaded.model.generate(**inputs, max_new_tokens=loaded.num_codebooks + 1, do_sample=False)
+    """One short generation with the default engine, long enough to capture and replay a CUDA graph on a GPU, so that
+    kernels are selected and memory is allocated before the first request."""
+    from studio.decode import WARMUP_STEPS, decode  # decode needs LoadedModel: imported here, not at the top
+    from studio.recipe import Sampling
+
+    with loaded.lock:
+        decode(loaded, [""], frames=WARMUP_STEPS + 2, sampling=Sampling(guidance_scale=3.0), with_audio=False)

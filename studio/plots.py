@@ -66,8 +66,9 @@ def readout_figure(times: list[float], probs: list[list[float]], classes: list[s
                    seconds: float, schedules: dict[str, list[list[float]]] | None = None,
                    title: str = "probe readout") -> go.Figure:
     """Per-timestep class probabilities of the readout probe: one line per class, steered classes bold and coloured,
-    the others thin and grey. `schedules` (control name -> [[t, v], ...], in the order of `steered` where they share
-    a class) are drawn faintly behind in the matching colour, on the same 0-1 scale."""
+    the others thin and grey under one legend entry (hover names them). `schedules` (control name -> [[t, v], ...],
+    in the order of `steered` where they share a class) are drawn faintly behind in the matching colour, on the same
+    0-1 scale. Without steered classes every class gets its own colour and legend entry."""
     colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(steered))}
     fig = go.Figure()
     for i, (name, points) in enumerate((schedules or {}).items()):
@@ -75,12 +76,19 @@ def readout_figure(times: list[float], probs: list[list[float]], classes: list[s
         fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines", name=f"schedule {name}",
                         line={"dash": "dot", "width": 1.5, "color": tint}, opacity=0.5, hoverinfo="skip")
     columns = list(zip(*probs)) if probs else [[] for _ in classes]
+    first_other = True
     for name, column in zip(classes, columns):
-        bold = name in colour
-        fig.add_scatter(x=times, y=list(column), mode="lines", name=name, opacity=1.0 if bold else 0.6,
-                        line={"width": 3.5 if bold else 1, "color": colour.get(name, "#b4b4b4")})
-    fig.update_layout(title=title, template="plotly_white", height=340, margin={"l": 45, "r": 15, "t": 40, "b": 30},
-                      xaxis={"title": "seconds", "range": [0, seconds]},
+        if name in colour:
+            fig.add_scatter(x=times, y=list(column), mode="lines", name=name, line={"width": 3.5, "color": colour[name]})
+        elif colour:  # the classes nobody steers: context, not the story
+            fig.add_scatter(x=times, y=list(column), mode="lines", name="other classes", legendgroup="other",
+                            showlegend=first_other, opacity=0.6, line={"width": 1, "color": "#b4b4b4"},
+                            hovertemplate=f"{name}: %{{y:.2f}}<extra></extra>")
+            first_other = False
+        else:
+            fig.add_scatter(x=times, y=list(column), mode="lines", name=name, line={"width": 1.5})
+    fig.update_layout(title=title, template="plotly_white", height=360, margin={"l": 45, "r": 15, "t": 40, "b": 20},
+                      xaxis={"title": {"text": "seconds", "standoff": 4}, "range": [0, seconds]},
                       yaxis={"title": "probability", "range": [0, 1]},
-                      legend={"orientation": "h", "y": -0.22, "font": {"size": 10}})
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "font": {"size": 11}})
     return fig

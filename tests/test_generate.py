@@ -12,7 +12,7 @@ import torch
 
 from bench.steer import random_bank
 from studio.cli import main
-from studio.generate import Cancelled, StepEvent, generate, total_steps
+from studio.generate import Cancelled, GenerateError, StepEvent, generate, total_steps
 from studio.hooks import decoder_hooks
 from studio.model import ModelSignature
 from studio.recipe import Control, LayerSpec, ReadoutSpec, Recipe, RecipeError, Sampling, load_recipe
@@ -80,6 +80,20 @@ def test_a_zero_strength_recipe_gives_the_unsteered_tokens(tiny, banks):
     assert zero.plan.coefficients.abs().max() == 0
     assert torch.equal(zero.tokens, plain.tokens) and np.array_equal(zero.audio, plain.audio)
     torch.testing.assert_close(zero.readout.window, plain.readout.window, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(top_k=0, top_p=0.9, temperature=0.8),
+                                      Sampling(greedy=True)])
+def test_fast_and_hf_engines_give_the_same_steered_tokens_and_readout(tiny, banks, sampling):
+    recipe = steered(sampling=sampling, cfg_mode="cond_only")
+    events = {"fast": [], "hf": []}
+    fast, hf = (generate(tiny, recipe, events[e].append, banks=banks, readout_every=4, engine=e) for e in ("fast", "hf"))
+    assert torch.equal(fast.tokens, hf.tokens) and np.array_equal(fast.audio, hf.audio)
+    # static against growing KV cache: the same arithmetic up to float rounding
+    torch.testing.assert_close(fast.readout.window, hf.readout.window, rtol=0, atol=1e-5)
+    assert [e.step for e in events["fast"]] == [e.step for e in events["hf"]] == list(range(1, 29))
+    with pytest.raises(GenerateError, match="engine must be one of fast, hf"):
+        generate(tiny, recipe, banks=banks, engine="turbo")
 
 
 def test_no_hook_remains_after_an_exception_in_the_middle_of_generation(tiny, banks):

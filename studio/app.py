@@ -23,12 +23,13 @@ import gradio as gr
 from probes.bank import BankError, ConceptBank
 from studio.audio import write_wav
 from studio.controls import (DEFAULT_STRENGTH, MAX_ROWS, Layering, Row, build_recipe, control_name, layering_from_recipe,
-                             list_banks, model_bank_dir, rows_from_recipe, schedules_from_recipe)
+                             list_banks, rows_from_recipe, schedules_from_recipe)
 from studio.generate import DEFAULT_ENGINE, Cancelled, GenerateError, StepEvent, generate
 from studio.model import TINY, LoadedModel, ModelLoadError, load_model
 from studio.plan import layer_weights
 from studio.plots import auc_by_layer_figure, layer_weights_figure, readout_figure
-from studio.recipe import LAYER_MODES, LayerSpec, Recipe, RecipeError, load_recipe, parse_recipe
+from studio.recipe import (LAYER_MODES, LayerSpec, Recipe, RecipeError, load_recipe, model_banks_root,
+                           parse_recipe)
 from studio.schedule_editor import EditorValue, ScheduleEditor
 
 log = logging.getLogger(__name__)
@@ -69,21 +70,26 @@ def load_with_fallback(name: str, device: str | None = None) -> tuple[LoadedMode
 class Studio:
     """The resident model, its concept banks and the cancel switches of running generations."""
 
-    def __init__(self, loaded: LoadedModel, engine: str = DEFAULT_ENGINE):
+    def __init__(self, loaded: LoadedModel, engine: str = DEFAULT_ENGINE, bank_root: Path | None = None):
         self.loaded, self.engine = loaded, engine
+        self.bank_root = Path(bank_root) if bank_root is not None else model_banks_root(loaded.model_id)
         self.banks: dict[str, ConceptBank] = {}
         self.cancels: dict[str, threading.Event] = {}
         self.reload_banks()
 
     def reload_banks(self) -> None:
         banks = {}
-        for concept in list_banks(self.loaded.model_id):
+        for concept in list_banks(self.bank_root):
             try:
-                banks[concept] = ConceptBank.load(model_bank_dir(self.loaded.model_id) / concept,
-                                                  expect=self.loaded.signature)
+                banks[concept] = ConceptBank.load(self.bank_root / concept, expect=self.loaded.signature)
             except BankError as err:
                 log.warning("skipping bank %s: %s", concept, err)
         self.banks = banks
+
+    @property
+    def bank_argument(self) -> str | None:
+        """The recipe's "bank" field: None for the model's default folder, so that saved recipes stay portable."""
+        return None if self.bank_root == model_banks_root(self.loaded.model_id) else str(self.bank_root)
 
     def classes(self, concept: str | None) -> list[str]:
         return self.banks[concept].classes if concept in self.banks else []
@@ -97,7 +103,7 @@ class Studio:
         return build_recipe(model_id=self.loaded.model_id, prompt=values["prompt"], seconds=values["seconds"],
                             seed=values["seed"], guidance=values["guidance"], cfg_mode=values["cfg_mode"],
                             gate_p=values["gate_p"], layering=layering, rows=rows, schedules=values["schedule"],
-                            readout_concept=values["readout"] or None)
+                            readout_concept=values["readout"] or None, bank=self.bank_argument)
 
     # ------------------------------------------------------------------------------------------------ generation
 
@@ -172,8 +178,10 @@ def _save_outputs(result, folder: Path, stem: str) -> tuple[str, str]:
     return str(wav), str(record)
 
 
-def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGINE) -> gr.Blocks:
-    studio = Studio(loaded, engine)
+def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGINE,
+              bank_root: Path | None = None) -> gr.Blocks:
+    """The studio's page for `loaded`, with the banks under `bank_root` (default assets/banks/<model>)."""
+    studio = Studio(loaded, engine, bank_root)
     stream = on_gpu(studio.stream)  # wrapped once, while the app is built, as ZeroGPU expects
     concepts = sorted(studio.banks, key=lambda c: (c != "notes", c))  # notes first: the paper's main concept
     first = concepts[0] if concepts else None
@@ -214,7 +222,7 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
                     add = gr.Button("+ Add control", size="sm", interactive=bool(first), elem_id="add-control")
                     if not concepts:
                         gr.Markdown(f"No concept banks for this model yet: train one in the **Concept banks** tab "
-                                    f"(they live in `{model_bank_dir(loaded.model_id)}`).")
+                                    f"(they live in `{studio.bank_root}`).")
                     with gr.Accordion("Schedule over time", open=True):
                         initial_names = [control_name(first, rows[0][2].value)] if first else []
                         editor = ScheduleEditor(seconds=seconds_default, controls=initial_names, elem_id="schedule")
@@ -259,12 +267,14 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
             with gr.Accordion("Train a bank", open=False):
                 from probes.syntheory import CONCEPTS
                 with gr.Row():
-                    train_concept = gr.Dropdown(sorted(CONCEPTS), value="notes", label="Concept")
-                    train_instruments = gr.Textbox(value="0 80", label="GM programs (space-separated)")
-                    train_octaves = gr.Textbox(value="4 5", label="Octaves (notes only)")
+                    train_concept = gr.Dropdown(sorted(CONCEPTS), value="notes", label="Concept",
+                                                elem_id="train-concept")
+                    train_instruments = gr.Textbox(value="0 80", label="GM programs (space-separated)",
+                                                   elem_id="train-instruments")
+                    train_octaves = gr.Textbox(value="4 5", label="Octaves (notes only)", elem_id="train-octaves")
                     train_cap = gr.Number(value=0, precision=0, label="Max clips per class (0 = no cap)")
-                train = gr.Button("Train bank")
-                train_status = gr.Markdown()
+                train = gr.Button("Train bank", variant="primary", elem_id="train-bank")
+                train_status = gr.Markdown(elem_id="train-status")
 
         widgets = dict(prompt=prompt, seconds=seconds, seed=seed, guidance=guidance, cfg_mode=cfg_mode,
                        gate_p=gate_p, layer_mode=layer_mode, k=k, kappa=kappa, w0=w0, manual=manual,
@@ -373,7 +383,7 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
 
         def stop_run(request: gr.Request):
             studio.stop(request.session_hash if request else "api")
-            return "Stopping…"
+            return "Stopped: the generation was cancelled; nothing was rendered."
 
         stop.click(stop_run, None, status, cancels=[gen_event], queue=False)
 
@@ -456,19 +466,23 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
             options = TrainOptions(instruments=parse(instruments),
                                    octaves=parse(octaves) if concept == "notes" else None,
                                    max_per_class=int(cap) if cap else None)
+            unchanged = [gr.update() for _ in range(2 + MAX_ROWS + 1)]
             try:
-                bank = train_concept_bank(loaded, concept, options)
-                bank.save(model_bank_dir(loaded.model_id) / concept)
+                with loaded.lock:  # its forward passes must not meet another request's steering hooks
+                    bank = train_concept_bank(loaded, concept, options)
+                bank.save(studio.bank_root / concept)
             except (SynTheoryError, BankError, ValueError) as err:
-                raise gr.Error(f"cannot train: {err}")
+                return [f"⚠️ Cannot train this bank: {_escape(str(err))}"] + unchanged
             studio.reload_banks()
-            choices = sorted(studio.banks)
-            return (f"Trained **{concept}**: mean validation AUC {float(bank.val_auc.mean()):.3f}.",
-                    gr.update(choices=choices, value=concept), gr.update(choices=choices))
+            choices = sorted(studio.banks, key=lambda c: (c != "notes", c))
+            return ([f"Trained **{concept}** on {bank.dataset.get('n_train', '?')} clips: mean validation AUC "
+                     f"{float(bank.val_auc.mean()):.3f}, readout at layer {bank.readout_layer}.",
+                     gr.update(choices=choices, value=concept), gr.update(choices=choices)]
+                    + [gr.update(choices=choices) for _ in range(MAX_ROWS)] + [gr.update(interactive=True)])
 
         train.click(train_bank, [train_concept, train_instruments, train_octaves, train_cap],
-                    [train_status, bank_pick, readout], concurrency_limit=1, concurrency_id="gpu",
-                    api_visibility="private")
+                    [train_status, bank_pick, readout] + [row[1] for row in rows] + [add],
+                    concurrency_limit=1, concurrency_id="gpu", api_visibility="private")
     return app
 
 

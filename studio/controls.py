@@ -63,14 +63,8 @@ def control_name(concept: str | None, class_name: str | None) -> str:
     return f"{concept}: {class_name}"
 
 
-def model_bank_dir(model_id: str) -> Path:
-    """assets/banks/<last part of the model id>: where the studio looks for a model's banks."""
-    return BANKS_DIR / model_id.rstrip("/").split("/")[-1]
-
-
-def list_banks(model_id: str) -> list[str]:
-    """Concepts with a bank for this model (folders holding a bank.json)."""
-    root = model_bank_dir(model_id)
+def list_banks(root: Path) -> list[str]:
+    """Concepts with a bank under `root` (its folders holding a bank.json)."""
     return sorted(p.name for p in root.iterdir() if (p / "bank.json").is_file()) if root.is_dir() else []
 
 

@@ -478,9 +478,14 @@ def check_for_banks(recipe: Recipe, banks: dict) -> None:
                                    f"{bank.readout_layer} only; use \"best\" or {bank.readout_layer}, got {layer}")
 
 
+def model_banks_root(model_id: str) -> Path:
+    """assets/banks/<last part of the model id>: where a model's banks live unless a recipe names another folder."""
+    return BANKS_DIR / model_id.rstrip("/").split("/")[-1]
+
+
 def bank_folder(recipe: Recipe, concept: str) -> Path:
     """Where the bank of `concept` lives for this recipe (see the module docstring for the rules)."""
-    name = recipe.bank if recipe.bank is not None else recipe.model.rstrip("/").split("/")[-1]
+    name = recipe.bank if recipe.bank is not None else model_banks_root(recipe.model).name
     root = Path(name).expanduser()
     if not root.is_dir():
         root = BANKS_DIR / name

@@ -161,3 +161,81 @@ def test_browser_recipe_upload_restores_controls_and_bad_files_change_nothing(se
             assert note.locator("script").count() == 0  # shown as text, never run
         expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # no component is marked as failed
         browser.close()
+
+
+def _steering_is_off(loaded, seconds=15.0) -> bool:
+    """True once no steering hook is on the model and its lock is free (a cancelled worker stops within a step)."""
+    import time
+
+    from studio.hooks import decoder_hooks
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not decoder_hooks(loaded.model.decoder.model.decoder) and loaded.lock.acquire(blocking=False):
+            loaded.lock.release()
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (./setup.sh dev installs it)")
+def test_browser_stop_cancels_cleanly_and_the_app_keeps_serving(server, client, tiny):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        seconds = page.get_by_label("number input for Seconds")
+        seconds.fill("30")
+        seconds.press("Enter")
+        page.locator("#generate").click()
+        status = page.locator("#status")
+        expect(status).to_contain_text("Generating", timeout=60000)
+        page.locator("#stop").click()
+        expect(status).to_contain_text("Stopped", timeout=10000)
+        assert _steering_is_off(tiny)
+        expect(page.locator("#audio-steered audio")).to_have_count(0)  # nothing half-rendered is offered
+        browser.close()
+    wav, _ = _render(client, RECIPE)  # and the next request is served as usual
+    assert len(sf.read(wav)[0]) == 32000
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (./setup.sh dev installs it)")
+def test_browser_trains_a_bank_that_the_controls_can_use(tiny, tmp_path):
+    """Training from the Concept banks tab: real SynTheory clips (fluidsynth), activations, RFM probes, a saved bank."""
+    import shutil
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from probes.bank import ConceptBank
+
+    root = tmp_path / "banks"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "assets" / "banks" / "tiny" / "notes", root / "notes")
+    port = _free_port()
+    app = build_app(tiny, bank_root=root)
+    app.queue(max_size=4, default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
+                                                               prevent_thread_lock=True, quiet=True, css=CSS)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_role("tab", name="Concept banks").click()
+            page.get_by_text("Train a bank").click()
+            concept = page.locator("#train-concept input")
+            concept.fill("intervals")
+            concept.press("Enter")
+            page.locator("#train-instruments textarea, #train-instruments input").first.fill("0")
+            page.locator("#train-bank").click()
+            expect(page.locator("#train-status")).to_contain_text("Trained intervals", timeout=240000)
+            bank = ConceptBank.load(root / "intervals", expect=tiny.signature)
+            assert bank.concept == "intervals" and len(bank.classes) == 12 and bank.num_components >= 4
+            page.get_by_role("tab", name="Steer").click()
+            first = page.locator("#control-concept-0 input")
+            first.fill("intervals")
+            first.press("Enter")
+            expect(page.locator("#control-class-0 input")).to_have_value(bank.classes[0], timeout=10000)
+            browser.close()
+    finally:
+        app.close()

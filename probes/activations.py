@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -112,20 +113,45 @@ def cached_activations(loaded: LoadedModel, clips: Callable[[], Sequence[np.ndar
                        progress: bool = True) -> torch.Tensor:
     """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss.
 
-    Every pooling is computed in the same pass and cached, since the forward pass is the expensive part.
+    Every pooling is computed in the same pass and cached, since the forward pass is the expensive part. An unreadable
+    cache file (truncated, corrupted, wrong shape) is a miss: it is recomputed and replaced.
     """
     cache_dir = Path(cache_dir)
     path = cache_dir / f"acts-{cache_key(loaded, dataset_key, pooling)}.safetensors"
     if path.exists():
-        log.info("activations from cache %s", path)
-        return load_file(path)["activations"]
+        cached = _read_cache(path, loaded)
+        if cached is not None:
+            log.info("activations from cache %s", path)
+            return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
     computed = extract_activations(loaded, clips(), POOLINGS, batch_size, progress)
     for p, acts in computed.items():
         target = cache_dir / f"acts-{cache_key(loaded, dataset_key, p)}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        os.close(fd)
-        save_file({"activations": acts.contiguous()}, tmp, metadata={"dataset": dataset_key, "pooling": p,
-                                                                       "model": loaded.model_id})
-        os.replace(tmp, target)
+        _write_cache(target, acts, {"dataset": dataset_key, "pooling": p, "model": loaded.model_id})
     return computed[pooling]
+
+
+def _read_cache(path: Path, loaded: LoadedModel) -> torch.Tensor | None:
+    """The cached [N, L, d] activations, or None (with a warning) when the file cannot be used."""
+    try:
+        acts = load_file(path)["activations"]
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        log.warning("activation cache %s is unreadable (%s); recomputing it", path, str(err).splitlines()[0])
+        return None
+    if acts.ndim != 3 or tuple(acts.shape[1:]) != (loaded.num_layers, loaded.hidden_size):
+        log.warning("activation cache %s has shape %s, expected [N, %d, %d]; recomputing it", path,
+                    list(acts.shape), loaded.num_layers, loaded.hidden_size)
+        return None
+    return acts
+
+
+def _write_cache(target: Path, acts: torch.Tensor, metadata: dict[str, str]) -> None:
+    """Write a temporary file and rename it over `target`, so a reader never sees a half-written cache file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"activations": acts.contiguous()}, tmp, metadata=metadata)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

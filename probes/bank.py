@@ -5,16 +5,22 @@ class c at layer l (``directions[l, c, k]``, unit vectors, largest eigenvalue fi
 +v raises the probe's class score (mean directional derivative over its training points); the validation score of each
 of those probes (``val_auc[l, c]``); and a multiclass readout probe at one layer.
 
+A bank may be trained on a subset of the decoder layers (``layers``, ascending; default all), which keeps quick runs on
+big models cheap. The tensors keep their full per-layer shape so that layer indices mean the same in every bank; an
+untrained layer has all-zero directions and eigenvalues and a NaN validation score ("not measured", never a score a
+layer ranking could pick), and the readout layer is always a trained one. Banks saved before ``layers`` existed hold
+every layer.
+
 Regression concepts (tempos) have the single class ``"value"``: one regression probe per layer, directions signed to
 raise the predicted value, and ``val_auc`` holds the validation R^2 instead of an AUC (``val_metric == "r2"``); R^2 is
 1 for a perfect fit, 0 for predicting the mean, and negative for worse. Their readout predicts the value
 (``readout.predict``) and has no class probabilities.
 
 On disk a bank is a folder: ``bank.safetensors`` (directions, val_auc, eigenvalues, the readout probe's tensors) and
-``bank.json`` (format version, concept, classes, model signature, pooling, hyper-parameters, dataset, readout layer, K,
-tensor shapes and the sha256 of the safetensors file). Saving writes a temporary folder and renames it into place, so
-a good bank is never replaced by a half-written one. Loading verifies checksum, shapes, directions and the model
-signature.
+``bank.json`` (format version, concept, classes, model signature, pooling, hyper-parameters, dataset, trained layers,
+readout layer, K, tensor shapes and the sha256 of the safetensors file). Saving writes a temporary folder and renames
+it into place, so a good bank is never replaced by a half-written one. Loading verifies checksum, shapes, directions,
+trained layers and the model signature.
 """
 
 from __future__ import annotations
@@ -76,10 +82,31 @@ class ConceptBank:
     dataset: dict                   # description of the training data
     eigenvalues: torch.Tensor | None = None  # [L, C, K] float32 AGOP eigenvalues of the directions (M rescaled)
     val_metric: str = "auc"         # "auc", or "r2" for regression concepts
+    layers: tuple[int, ...] | None = None  # trained decoder layers, ascending; None: every layer
+
+    def __post_init__(self):
+        if self.layers is None:
+            self.layers = tuple(range(self.directions.shape[0]))
+        self.layers = tuple(int(layer) for layer in self.layers)
 
     @property
     def num_layers(self) -> int:
         return self.directions.shape[0]
+
+    @property
+    def trained_val_auc(self) -> torch.Tensor:
+        """[len(layers), C]: the validation scores of the trained layers only (the others are NaN)."""
+        return self.val_auc[list(self.layers)]
+
+    def is_trained(self, layer: int) -> bool:
+        return layer in self.layers
+
+    def describe_layers(self) -> str:
+        """'all 6 layers' or 'layers 6, 12, 18 of 24', for messages."""
+        if len(self.layers) == self.num_layers:
+            return f"all {self.num_layers} layers"
+        noun = "layer" if len(self.layers) == 1 else "layers"
+        return f"{noun} {', '.join(map(str, self.layers))} of {self.num_layers}"
 
     @property
     def num_components(self) -> int:
@@ -94,7 +121,8 @@ class ConceptBank:
                             f"{', '.join(self.classes)}") from None
 
     def validate(self, where: str = "the bank") -> None:
-        """Check shapes against the signature and classes, and that every direction is a finite unit vector."""
+        """Check shapes against the signature and classes, the trained layers, that every trained direction is a finite
+        unit vector with a finite score and that untrained layers hold zero directions and NaN scores."""
         L, C, d = self.signature.num_layers, len(self.classes), self.signature.hidden_size
         if self.directions.ndim != 4 or self.directions.shape[:2] != (L, C) or self.directions.shape[3] != d:
             raise BankError(f"{where} has directions of shape {list(self.directions.shape)}, expected "
@@ -104,25 +132,43 @@ class ConceptBank:
         if self.eigenvalues is not None and tuple(self.eigenvalues.shape) != tuple(self.directions.shape[:3]):
             raise BankError(f"{where} has eigenvalues of shape {list(self.eigenvalues.shape)}, expected "
                             f"{list(self.directions.shape[:3])}")
-        if not torch.isfinite(self.val_auc).all():
+        check_layers(self.layers, L, f"the trained layers of {where}")
+        trained = list(self.layers)
+        if not torch.isfinite(self.val_auc[trained]).all():
             raise BankError(f"{where} has NaN/infinite validation scores; retrain it")
-        if not 0 <= self.readout_layer < L:
-            raise BankError(f"{where} has readout layer {self.readout_layer}, outside 0..{L - 1}")
+        if self.readout_layer not in self.layers:
+            raise BankError(f"{where} has readout layer {self.readout_layer}, which is not one of its trained "
+                            f"{self.describe_layers()}")
         if self.pooling not in POOLINGS:
             raise BankError(f"{where} has pooling {self.pooling!r}; expected one of {POOLINGS}")
-        if not torch.isfinite(self.directions).all():
-            bad = _first_bad((~torch.isfinite(self.directions)).any(-1))
-            raise BankError(f"{where} has NaN/infinite directions (first at layer {bad[0]}, class "
+        self._validate_untrained(where)
+        directions = self.directions[trained]
+        if not torch.isfinite(directions).all():
+            bad = _first_bad((~torch.isfinite(directions)).any(-1))
+            raise BankError(f"{where} has NaN/infinite directions (first at layer {trained[bad[0]]}, class "
                             f"{self.classes[bad[1]]!r}); retrain it")
-        norms = self.directions.norm(dim=-1)
+        norms = directions.norm(dim=-1)
         if (norms < 1e-6).any():
             bad = _first_bad(norms < 1e-6)
-            raise BankError(f"{where} has zero-norm directions (first at layer {bad[0]}, class "
+            raise BankError(f"{where} has zero-norm directions (first at layer {trained[bad[0]]}, class "
                             f"{self.classes[bad[1]]!r}, component {bad[2]}); retrain it")
         if ((norms - 1).abs() > _UNIT_TOLERANCE).any():
             raise BankError(f"{where} has directions that are not unit vectors; retrain it")
         if self.readout.centers.shape[1] != d:
             raise BankError(f"{where} has a readout probe of width {self.readout.centers.shape[1]}, expected {d}")
+
+    def _validate_untrained(self, where: str) -> None:
+        """Untrained layers must look untrained, so nothing can rank or steer with them by accident."""
+        untrained = [layer for layer in range(self.num_layers) if layer not in self.layers]
+        if not untrained:
+            return
+        if not torch.isnan(self.val_auc[untrained]).all():
+            raise BankError(f"{where} has validation scores on layers it was not trained on (it has "
+                            f"{self.describe_layers()}); retrain it")
+        tensors = [self.directions[untrained]] + ([] if self.eigenvalues is None else [self.eigenvalues[untrained]])
+        if any(bool(t.ne(0).any()) for t in tensors):
+            raise BankError(f"{where} has directions on layers it was not trained on (it has "
+                            f"{self.describe_layers()}); retrain it")
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the bank folder atomically: a temporary sibling folder, renamed into place only when complete.
@@ -161,7 +207,8 @@ class ConceptBank:
         meta = {"format": BANK_FORMAT, "version": BANK_VERSION, "concept": self.concept, "classes": list(self.classes),
                 "signature": {f.name: getattr(self.signature, f.name) for f in fields(ModelSignature)},
                 "pooling": self.pooling, "hparams": self.hparams, "dataset": self.dataset,
-                "readout_layer": int(self.readout_layer), "K": int(self.num_components), "val_metric": self.val_metric,
+                "layers": list(self.layers), "readout_layer": int(self.readout_layer), "K": int(self.num_components),
+                "val_metric": self.val_metric,
                 "readout": readout_scalars, "tensors": {k: list(v.shape) for k, v in tensors.items()}}
         try:
             json.dumps(meta, allow_nan=False)
@@ -202,7 +249,7 @@ class ConceptBank:
                        val_auc=tensors["val_auc"], readout_layer=int(meta["readout_layer"]), readout=readout,
                        signature=signature, pooling=str(meta["pooling"]), hparams=dict(meta["hparams"]),
                        dataset=dict(meta["dataset"]), eigenvalues=tensors.get("eigenvalues"),
-                       val_metric=str(meta.get("val_metric", "auc")))
+                       val_metric=str(meta.get("val_metric", "auc")), layers=_meta_layers(meta))
         except (KeyError, TypeError, ValueError, RFMError) as err:
             raise BankError(damaged.format(f"incomplete metadata or tensors: {err!r}")) from None
         bank.validate(where=f"the concept bank at {path}")
@@ -211,15 +258,17 @@ class ConceptBank:
 
 def build_bank(concept: str, classes: list[str], acts_train: torch.Tensor, y_train, acts_val: torch.Tensor, y_val,
                signature: ModelSignature, *, k: int = 4, pooling: str = "mean", readout_layer: int | str = "best",
-               hparams: dict | None = None, dataset: dict | None = None, device=None, progress: bool = True
-               ) -> ConceptBank:
+               hparams: dict | None = None, dataset: dict | None = None, layers=None, device=None,
+               progress: bool = True) -> ConceptBank:
     """Train a ConceptBank from pooled activations acts_train [L, n, d] / acts_val [L, n_val, d].
 
     Classification: y are class indices into ``classes`` (C >= 2); per layer and class a one-vs-rest RFM probe gives
     the top-k AGOP eigenvectors and the validation AUC. Regression (``classes == ["value"]``): y are float values, one
-    regression probe per layer, scored by R^2. The readout probe (multiclass, or regression) is fitted at
-    ``readout_layer``: "best" is the layer with the highest mean validation score (the earliest on ties).
-    ``hparams``: RFM hyper-parameters (lists are searched per probe), see ``probes.rfm.DEFAULT_HPARAMS``.
+    regression probe per layer, scored by R^2. ``layers``: the decoder layers to train (default all); the others are
+    left untrained (see the module docstring). The readout probe (multiclass, or regression) is fitted at
+    ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean validation score (the
+    earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
+    ``probes.rfm.DEFAULT_HPARAMS``.
     """
     classes = [str(c) for c in classes]
     regression = classes == REGRESSION_CLASSES
@@ -236,34 +285,73 @@ def build_bank(concept: str, classes: list[str], acts_train: torch.Tensor, y_tra
         if acts.ndim != 3 or (acts.shape[0], acts.shape[2]) != expected:
             raise BankError(f"{name} has shape {list(acts.shape)}, expected [{expected[0]}, n, {expected[1]}] for "
                             f"{describe_signature(signature)}")
+    layers = tuple(range(signature.num_layers)) if layers is None else tuple(int(layer) for layer in layers)
+    check_layers(layers, signature.num_layers, "layers")
     unknown = set(hparams or {}) - set(DEFAULT_HPARAMS)
     if unknown:
         raise BankError(f"unknown RFM hyper-parameter(s) {sorted(unknown)}; known: {sorted(DEFAULT_HPARAMS)}")
     hparams = {**DEFAULT_HPARAMS, **(hparams or {})}
     task = "regression" if regression else "multiclass"
     fit_args = dict(task=task, n_classes=None if regression else len(classes), device=device, **hparams)
+    index = list(layers)
     try:
-        fits = fit_rfm_layers(acts_train, y_train, acts_val, y_val, one_vs_rest=True, k=k, progress=progress,
-                              **fit_args)
-        layer = _pick_readout_layer(fits.val_auc, readout_layer)
+        fits = fit_rfm_layers(acts_train[index], y_train, acts_val[index], y_val, one_vs_rest=True, k=k,
+                              progress=progress, **fit_args)
+        val_auc, directions, eigenvalues = _scatter_layers(fits, layers, signature.num_layers)
+        layer = _pick_readout_layer(val_auc, readout_layer, layers)
         readout = fit_rfm(acts_train[layer], y_train, acts_val[layer], y_val, **fit_args).to("cpu")
     except RFMError as err:
         raise BankError(f"cannot train the {concept!r} bank: {err}") from None
-    bank = ConceptBank(concept=concept, classes=classes, directions=fits.directions, val_auc=fits.val_auc,
+    bank = ConceptBank(concept=concept, classes=classes, directions=directions, val_auc=val_auc,
                        readout_layer=layer, readout=readout, signature=signature, pooling=pooling,
                        hparams={k_: list(v) if isinstance(v, tuple) else v for k_, v in hparams.items()},
-                       dataset=dict(dataset or {}), eigenvalues=fits.eigenvalues, val_metric=fits.val_metric)
+                       dataset=dict(dataset or {}), eigenvalues=eigenvalues, val_metric=fits.val_metric,
+                       layers=layers)
     bank.validate()
     return bank
 
 
-def _pick_readout_layer(val_auc: torch.Tensor, readout_layer: int | str) -> int:
-    L = val_auc.shape[0]
+def check_layers(layers, num_layers: int, what: str) -> None:
+    """A trained-layer list must be non-empty, ascending without repeats and inside 0..num_layers-1."""
+    layers = list(layers)
+    if not layers:
+        raise BankError(f"{what} must name at least one decoder layer of 0..{num_layers - 1}")
+    if any(not 0 <= layer < num_layers for layer in layers):
+        raise BankError(f"{what} must be decoder layers 0..{num_layers - 1}, got {layers}")
+    if layers != sorted(set(layers)):
+        raise BankError(f"{what} must list each layer once, in ascending order, got {layers}")
+
+
+def _scatter_layers(fits, layers: tuple[int, ...], num_layers: int):
+    """Per-layer results of the trained layers placed at their layer indices: val_auc (NaN elsewhere), directions and
+    eigenvalues (zero elsewhere)."""
+    index = list(layers)
+    P, K, d = fits.directions.shape[1:]
+    val_auc = torch.full((num_layers, P), float("nan"))
+    directions = torch.zeros(num_layers, P, K, d)
+    eigenvalues = torch.zeros(num_layers, P, K)
+    val_auc[index], directions[index], eigenvalues[index] = fits.val_auc, fits.directions, fits.eigenvalues
+    return val_auc, directions, eigenvalues
+
+
+def _pick_readout_layer(val_auc: torch.Tensor, readout_layer: int | str, layers: tuple[int, ...]) -> int:
     if readout_layer == "best":
-        return int(val_auc.mean(dim=1).argmax())
-    if isinstance(readout_layer, int) and 0 <= readout_layer < L:
+        return layers[int(val_auc[list(layers)].mean(dim=1).argmax())]
+    if isinstance(readout_layer, int) and readout_layer in layers:
         return readout_layer
-    raise BankError(f"readout_layer must be 'best' or a layer in 0..{L - 1}, got {readout_layer!r}")
+    allowed = (f"a layer in 0..{val_auc.shape[0] - 1}" if len(layers) == val_auc.shape[0]
+               else f"one of the trained layers {', '.join(map(str, layers))}")
+    raise BankError(f"readout_layer must be 'best' or {allowed}, got {readout_layer!r}")
+
+
+def _meta_layers(meta: dict) -> tuple[int, ...] | None:
+    """The trained layers recorded in bank.json; banks saved before the field existed hold every layer (None)."""
+    raw = meta.get("layers")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(layer, int) and not isinstance(layer, bool) for layer in raw):
+        raise TypeError(f"layers must be a list of layer indices, got {raw!r}")
+    return tuple(raw)
 
 
 def _signature_key(sig: ModelSignature) -> tuple:

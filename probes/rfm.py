@@ -384,6 +384,11 @@ def _settings(hparams: dict[str, Any]) -> _Settings:
     return _Settings(configs, hp["iters"], bool(hp["early_stop"]), hp["m_norm"])
 
 
+def check_hparams(hparams: dict[str, Any]) -> None:
+    """Refuse unknown or out-of-range hyper-parameters (RFMError) before any data is prepared for them."""
+    _settings(hparams)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The probe
 

@@ -33,8 +33,10 @@ class TrainOptions:
     seed: int = 0
     pooling: str = "mean"
     components: int = 4                  # K eigenvectors kept per (layer, class)
-    readout_layer: int | str = "best"
-    hparams: dict = field(default_factory=dict)
+    readout_layer: int | str = "best"    # "best" or one of `layers`
+    layers: tuple[int, ...] | None = None  # decoder layers to train probes on; None: all
+    bandwidth_multiples: tuple[float, ...] = BANDWIDTH_MULTIPLES
+    hparams: dict = field(default_factory=dict)  # RFM hyper-parameters (lists are searched); overrides the bandwidths
     cache_dir: Path | None = None
     device: str | None = None
     progress: bool = True
@@ -73,14 +75,16 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
                               pooling=options.pooling, progress=options.progress)   # [N, L, d]
     train, val = stratified_split(data.labels, options.val_fraction, options.seed, data.is_regression)
     layers_first = acts.transpose(0, 1)                                               # [L, N, d]
-    scale = float(np.median([median_distance(layers_first[layer, train]) for layer in range(loaded.num_layers)]))
-    hparams = {"bandwidth": [round(scale * m, 6) for m in BANDWIDTH_MULTIPLES], **options.hparams}
+    trained = options.layers if options.layers is not None else range(loaded.num_layers)
+    # The scale of the layers that are fitted: untrained layers must not move the bandwidths of the trained ones.
+    scale = float(np.median([median_distance(layers_first[layer, train]) for layer in trained]))
+    hparams = {"bandwidth": [round(scale * m, 6) for m in options.bandwidth_multiples], **options.hparams}
     dataset = {**data.description, "n_train": int(len(train)), "n_val": int(len(val)),
                "val_fraction": options.val_fraction, "split_seed": options.seed}
     return build_bank(concept, data.classes, layers_first[:, train], data.labels[train], layers_first[:, val],
                       data.labels[val], loaded.signature, k=options.components, pooling=options.pooling,
                       readout_layer=options.readout_layer, hparams=hparams, dataset=dataset,
-                      device=options.device, progress=options.progress)
+                      layers=options.layers, device=options.device, progress=options.progress)
 
 
 def _dataset_key(description: dict) -> str:

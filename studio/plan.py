@@ -8,12 +8,15 @@ that class and component at decoder layer l) with the coefficient
 so that the hook at layer l and step t adds ``sum_k c[t, l, k] * V[l, k]`` to the layer's output. Sliders, curves,
 layer weighting, gating and several concepts at once are all just entries of ``c``.
 
-Layer weights (``layer_weights``), over the layers a control may use (default: all but the first):
-- uniform: 1 on each chosen layer;
-- topk: 1 on the k chosen layers with the highest validation AUC of the control's class (ties: lower layer first);
-- exp: ``w0 * s_l ** (1 / kappa)`` with ``s`` the validation AUC min-max normalised over the chosen layers (all 1 when
-  the AUCs are equal);
+Layer weights (``layer_weights``), over the layers a control may use (default: all but the first) that the bank has
+trained probes on (a bank trained on a subset of layers has NaN validation AUCs and zero directions elsewhere):
+- uniform: 1 on each chosen trained layer;
+- topk: 1 on the k chosen trained layers with the highest validation AUC of the control's class (ties: lower layer
+  first);
+- exp: ``w0 * s_l ** (1 / kappa)`` with ``s`` the validation AUC min-max normalised over the chosen trained layers (all
+  1 when the AUCs are equal);
 - manual: the recipe's list, one weight per layer.
+An untrained layer always gets weight 0 (``recipe.check_for_banks`` refuses recipes that ask for one).
 Gates are Bernoulli(gate_p) per (step, layer, control), drawn on the CPU from a torch.Generator seeded with the
 recipe's seed, independently of the sampling RNG; control k draws a [T, L] block after controls 0..k-1, so adding a
 control never changes the gates of the ones before it.
@@ -61,13 +64,24 @@ def minmax(values: torch.Tensor) -> torch.Tensor:
     return (values - low) / (high - low)
 
 
-def layer_weights(spec: LayerSpec, val_auc: torch.Tensor) -> torch.Tensor:
-    """float32 [L]: the weight of each decoder layer for one control, given its class's validation AUC per layer."""
+def layer_weights(spec: LayerSpec, val_auc: torch.Tensor, trained=None) -> torch.Tensor:
+    """float32 [L]: the weight of each decoder layer for one control, given its class's validation AUC per layer.
+
+    ``trained``: the layers the bank has probes on; default the layers with a finite AUC. Weight goes to them only."""
     num_layers = int(val_auc.shape[0])
+    if trained is None:
+        trained = torch.isfinite(val_auc).nonzero().flatten().tolist()
+    usable = torch.zeros(num_layers, dtype=torch.bool)
+    usable[list(trained)] = True
     if spec.mode == "manual":
-        return torch.tensor(spec.weights, dtype=torch.float32)
-    chosen = torch.tensor(chosen_layers(spec, num_layers), dtype=torch.long)
+        if len(spec.weights) != num_layers:
+            raise ValueError(f"manual layer weights: got {len(spec.weights)}, need one per decoder layer "
+                             f"({num_layers})")
+        return torch.tensor(spec.weights, dtype=torch.float32) * usable
+    chosen = torch.tensor([layer for layer in chosen_layers(spec, num_layers) if usable[layer]], dtype=torch.long)
     weights = torch.zeros(num_layers, dtype=torch.float32)
+    if len(chosen) == 0:
+        return weights
     auc = val_auc.to(torch.float64)[chosen]
     if spec.mode == "uniform":
         weights[chosen] = 1.0
@@ -118,7 +132,7 @@ def build_plan(recipe: Recipe, banks: dict, steps: int, frame_rate: float,
         bank = banks[control.concept]
         cls = bank.class_index(control.class_name)
         directions.append(bank.directions[:, cls, control.component].to(torch.float32))
-        weights.append(layer_weights(control.layers, bank.val_auc[:, cls]))
+        weights.append(layer_weights(control.layers, bank.val_auc[:, cls], trained=bank.layers))
         schedule_rows.append(torch.from_numpy(control.schedule.values(steps, frame_rate)).to(torch.float32))
     count = len(controls)
     V = torch.stack(directions, dim=1) if count else torch.zeros(num_layers, 0, hidden)

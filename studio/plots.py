@@ -16,14 +16,16 @@ for _chatty in ("kaleido", "choreographer"):
 
 
 def auc_by_layer_figure(bank: ConceptBank) -> go.Figure:
-    """Validation score per decoder layer: one faint line per class, the class mean in bold, the readout layer marked."""
+    """Validation score per trained decoder layer: one faint line per class, the class mean in bold, the readout layer
+    marked. Untrained layers have no score and are left out."""
     metric = "R²" if bank.val_metric == "r2" else "AUC"
-    layers = list(range(bank.num_layers))
+    layers = list(bank.layers)
+    scores = bank.trained_val_auc
     fig = go.Figure()
     for c, name in enumerate(bank.classes):
-        fig.add_scatter(x=layers, y=bank.val_auc[:, c].tolist(), mode="lines", name=name, opacity=0.5,
+        fig.add_scatter(x=layers, y=scores[:, c].tolist(), mode="lines", name=name, opacity=0.5,
                         line={"width": 1})
-    fig.add_scatter(x=layers, y=bank.val_auc.mean(dim=1).tolist(), mode="lines+markers", name="mean",
+    fig.add_scatter(x=layers, y=scores.mean(dim=1).tolist(), mode="lines+markers", name="mean",
                     line={"width": 3, "color": "black"})
     fig.add_vline(x=bank.readout_layer, line_dash="dot", annotation_text="readout")
     fig.update_layout(title=f"{bank.concept}: validation {metric} by layer ({bank.signature.model_id})",

@@ -454,7 +454,8 @@ def check_for_model(recipe: Recipe, loaded) -> None:
 
 
 def check_for_banks(recipe: Recipe, banks: dict) -> None:
-    """Refuse concepts without a bank, classes the bank lacks and eigenvector components it does not keep."""
+    """Refuse concepts without a bank, classes the bank lacks, eigenvector components it does not keep and layers it
+    has no trained probes on."""
     for i, control in enumerate(recipe.controls):
         bank = banks.get(control.concept)
         if bank is None:
@@ -467,6 +468,7 @@ def check_for_banks(recipe: Recipe, banks: dict) -> None:
         if control.component >= components:
             _fail(f"controls[{i}].component", f"must be below {components} (the bank keeps {components} "
                                              f"eigenvectors per class), got {control.component}")
+        _check_trained_layers(control, f"controls[{i}].layers", bank)
     if recipe.readout:
         bank = banks.get(recipe.readout.concept)
         if bank is None:
@@ -476,6 +478,32 @@ def check_for_banks(recipe: Recipe, banks: dict) -> None:
         if layer != "best" and layer != bank.readout_layer:
             _fail("readout.layer", f"the '{recipe.readout.concept}' bank has its readout probe at layer "
                                    f"{bank.readout_layer} only; use \"best\" or {bank.readout_layer}, got {layer}")
+
+
+def _trained_text(bank) -> str:
+    only = "" if len(bank.layers) == bank.num_layers else " only"
+    return f"the '{bank.concept}' bank is trained on {bank.describe_layers()}{only}"
+
+
+def _check_trained_layers(control: Control, path: str, bank) -> None:
+    """A control may only weight layers its bank has probes on (a bank may be trained on a subset of layers)."""
+    spec, trained = control.layers, set(bank.layers)
+    if spec.mode == "manual":
+        for j, weight in enumerate(spec.weights):
+            if weight != 0 and j not in trained:
+                _fail(f"{path}.weights[{j}]", f"puts weight {weight:g} on layer {j}, but {_trained_text(bank)}; "
+                                              f"set it to 0")
+        return
+    for j, layer in enumerate(spec.layers or ()):
+        if layer not in trained:
+            _fail(f"{path}.layers[{j}]", f"names layer {layer}, but {_trained_text(bank)}; choose among those")
+    usable = [layer for layer in chosen_layers(spec, bank.num_layers) if layer in trained]
+    if not usable:
+        _fail(f"{path}.layers", f"defaults to every layer but the first, and {_trained_text(bank)}; list the "
+                                f"layers to use")
+    if spec.mode == "topk" and spec.k > len(usable):
+        _fail(f"{path}.k", f"must be at most the number of trained layers it chooses from ({len(usable)}: "
+                           f"{_trained_text(bank)}), got {spec.k}")
 
 
 def model_banks_root(model_id: str) -> Path:

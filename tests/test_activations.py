@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from probes.activations import cached_activations, delayed_decoder_input, extract_activations, layer_states
 
@@ -71,3 +71,33 @@ def test_cache_is_safetensors_and_a_hit_does_not_touch_the_clips(tiny, tmp_path)
     assert any(torch.equal(load_file(f)["activations"], first) for f in files)
     cached_activations(tiny, clips, "other-tones", tmp_path, pooling="mean", progress=False)
     assert calls == [1, 1]
+
+
+def _truncate(file):
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+
+
+def _wrong_shape(file):
+    save_file({"activations": torch.zeros(2, 3, 5)}, str(file))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _wrong_shape])
+def test_unreadable_cache_entry_is_recomputed_and_replaced(tiny, tmp_path, caplog, damage):
+    calls = []
+
+    def clips():
+        calls.append(1)
+        return tones([220, 330], 0.5)
+
+    first = cached_activations(tiny, clips, "two-tones", tmp_path, pooling="mean", progress=False)
+    mean_file = next(f for f in tmp_path.glob("acts-*.safetensors") if torch.equal(load_file(f)["activations"], first))
+    damage(mean_file)
+    with caplog.at_level("WARNING", logger="probes.activations"):
+        again = cached_activations(tiny, clips, "two-tones", tmp_path, pooling="mean", progress=False)
+    assert calls == [1, 1] and torch.allclose(again, first, atol=1e-6)
+    assert any(str(mean_file) in r.getMessage() and "recomputing" in r.getMessage() for r in caplog.records)
+    assert torch.equal(load_file(mean_file)["activations"], again)           # replaced by a good file
+    assert len(list(tmp_path.glob("acts-*.safetensors"))) == 3 and not list(tmp_path.glob("*.tmp"))
+    cached_activations(tiny, clips, "two-tones", tmp_path, pooling="mean", progress=False)
+    assert calls == [1, 1]                                                     # and read from cache again

@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,3 +260,94 @@ def test_bank_for_the_tiny_model_loads_against_its_signature(tiny, tmp_path):
     assert loaded.signature == sig and loaded.directions.shape == (sig.num_layers, 3, 4, sig.hidden_size)
     with pytest.raises(BankError, match="trained for tiny"):
         ConceptBank.load(tmp_path / "chords", expect=dataclasses.replace(sig, num_layers=sig.num_layers + 1))
+
+
+# ------------------------------------------------------------------------------------------ banks on a subset of layers
+
+@pytest.fixture(scope="module")
+def partial(bank) -> ConceptBank:
+    acts, y = _activations(N_TRAIN, 2)
+    acts_val, y_val = _activations(N_VAL, 3)
+    return build_bank("notes", CLASSES, acts, y, acts_val, y_val, SIGNATURE, k=4, hparams=HPARAMS, layers=(0, 1),
+                      device="cpu", progress=False)
+
+
+def test_partial_bank_trains_the_listed_layers_only(bank, partial):
+    assert partial.layers == (0, 1) and bank.layers == (0, 1, 2)
+    assert partial.directions.shape == bank.directions.shape                   # layer indices keep their meaning
+    assert torch.isnan(partial.val_auc[2]).all() and not torch.isnan(partial.val_auc[:2]).any()
+    assert partial.directions[2].abs().sum() == 0 and partial.eigenvalues[2].abs().sum() == 0
+    # The trained layers get the same probes as in a bank of every layer.
+    torch.testing.assert_close(partial.val_auc[:2], bank.val_auc[:2], atol=1e-5, rtol=0)
+    cos = (partial.directions[:2, :, 0] * bank.directions[:2, :, 0]).sum(-1)
+    assert float(cos.min()) >= 0.999
+    assert partial.readout_layer == 1                                          # the best trained layer, not layer 2
+    assert partial.trained_val_auc.shape == (2, len(CLASSES)) and partial.describe_layers() == "layers 0, 1 of 3"
+
+
+def test_partial_bank_round_trip_records_its_layers(partial, tmp_path):
+    partial.save(tmp_path / "notes")
+    assert json.loads((tmp_path / "notes" / META_FILE).read_text())["layers"] == [0, 1]
+    loaded = ConceptBank.load(tmp_path / "notes", expect=SIGNATURE)
+    assert loaded.layers == (0, 1) and loaded.readout_layer == 1
+    assert torch.equal(loaded.directions, partial.directions)
+    assert torch.equal(torch.isnan(loaded.val_auc), torch.isnan(partial.val_auc))
+
+
+def test_bank_saved_without_a_layer_list_holds_every_layer(saved):
+    meta = json.loads((saved / META_FILE).read_text())
+    del meta["layers"]                                                         # as banks saved before the field
+    (saved / META_FILE).write_text(json.dumps(meta))
+    assert ConceptBank.load(saved, expect=SIGNATURE).layers == (0, 1, 2)
+
+
+@pytest.mark.parametrize("concept", ["notes", "chords"])
+def test_committed_tiny_banks_still_load_as_every_layer(tiny, concept):
+    folder = Path(__file__).resolve().parents[1] / "assets" / "banks" / "tiny" / concept
+    assert "layers" not in json.loads((folder / META_FILE).read_text())        # not rewritten
+    committed = ConceptBank.load(folder, expect=tiny.signature)
+    assert committed.layers == tuple(range(tiny.num_layers))
+
+
+@pytest.mark.parametrize("layers, readout, words", [
+    ((), "best", "at least one decoder layer"),
+    ((0, 3), "best", r"decoder layers 0..2, got \[0, 3\]"),
+    ((1, 1), "best", "each layer once"),
+    ((2, 0), "best", "ascending"),
+    ((0, 1), 2, "readout_layer must be 'best' or one of the trained layers 0, 1, got 2"),
+])
+def test_build_refuses_bad_layer_lists_and_an_untrained_readout_layer(layers, readout, words):
+    acts, y = _activations(N_TRAIN, 2)
+    acts_val, y_val = _activations(N_VAL, 3)
+    with pytest.raises(BankError, match=words):
+        build_bank("notes", CLASSES, acts, y, acts_val, y_val, SIGNATURE, hparams=HPARAMS, layers=layers,
+                   readout_layer=readout, device="cpu", progress=False)
+
+
+def test_validate_keeps_untrained_layers_untrained(partial, tmp_path):
+    with pytest.raises(BankError, match="readout layer 2, which is not one of its trained layers 0, 1 of 3"):
+        dataclasses.replace(partial, readout_layer=2).validate()
+    stray = dataclasses.replace(partial, directions=partial.directions.clone())
+    stray.directions[2, 0, 0, 0] = 1.0
+    with pytest.raises(BankError, match="directions on layers it was not trained on"):
+        stray.validate()
+    scored = dataclasses.replace(partial, val_auc=partial.val_auc.nan_to_num(0.5))
+    with pytest.raises(BankError, match="validation scores on layers it was not trained on"):
+        scored.validate()
+    with pytest.raises(BankError, match="NaN/infinite validation scores"):
+        dataclasses.replace(partial, layers=(0, 1, 2)).validate()              # a trained layer needs a score
+    partial.save(tmp_path / "notes")
+    meta = json.loads((tmp_path / "notes" / META_FILE).read_text())
+    meta["layers"] = [0, 1, 7]
+    (tmp_path / "notes" / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(BankError, match=r"trained layers of the concept bank at .* 0..2, got \[0, 1, 7\]"):
+        ConceptBank.load(tmp_path / "notes")
+
+
+def test_auc_figure_shows_the_trained_layers_only(partial):
+    from studio.plots import auc_by_layer_figure
+
+    fig = auc_by_layer_figure(partial)
+    assert all(list(trace.x) == [0, 1] for trace in fig.data)
+    assert all(all(v == v for v in trace.y) for trace in fig.data)             # no NaN plotted
+    assert list(fig.data[-1].y) == pytest.approx(partial.val_auc[:2].mean(1).tolist())

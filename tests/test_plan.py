@@ -108,3 +108,57 @@ def test_a_recipe_without_enabled_controls_is_an_empty_plan():
                       steps=10, frame_rate=50)
     assert plan.coefficients.shape == (10, 6, 0) and plan.directions.shape == (6, 0, 8)
     assert torch.equal(plan.delta(3), torch.zeros(6, 8))
+
+
+# ------------------------------------------------------------------------------------ banks trained on some layers only
+
+TRAINED = (2, 4, 5)
+PARTIAL_AUC = torch.tensor([float("nan"), float("nan"), 0.60, float("nan"), 0.70, 0.80])
+
+
+def partial_bank(seed: int = 4):
+    """A bank with probes on layers 2, 4 and 5 only, stored as banks trained with `--layers` are."""
+    bank = random_bank(SIGNATURE, classes=["C", "D", "E"], components=2, readout_layer=4, seed=seed)
+    untrained = [layer for layer in range(6) if layer not in TRAINED]
+    bank.directions[untrained] = 0.0
+    bank.val_auc[untrained] = float("nan")
+    bank.layers = TRAINED
+    bank.validate()
+    return bank
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (LayerSpec(mode="uniform"), [0, 0, 1, 0, 1, 1]),
+    (LayerSpec(mode="topk", k=2), [0, 0, 0, 0, 1, 1]),
+    (LayerSpec(mode="topk", k=1, layers=(1, 2, 3)), [0, 0, 1, 0, 0, 0]),
+    (LayerSpec(mode="exp", kappa=0.5, w0=2.0), [0, 0, 0, 0, 2 * 0.5 ** 2, 2]),       # min-max over 0.6, 0.7, 0.8
+    (LayerSpec(mode="manual", weights=(1.0, 1.0, 0.5, 1.0, 2.0, 0.0)), [0, 0, 0.5, 0, 2.0, 0]),
+])
+def test_weights_go_to_trained_layers_only(spec, expected):
+    np.testing.assert_allclose(layer_weights(spec, PARTIAL_AUC).numpy(), expected, rtol=1e-6)
+    # An explicit trained list wins over the AUCs: the same weights with the untrained AUCs filled in.
+    filled = PARTIAL_AUC.nan_to_num(0.99)
+    np.testing.assert_allclose(layer_weights(spec, filled, trained=TRAINED).numpy(), expected, rtol=1e-6)
+
+
+def test_no_chosen_trained_layer_gives_no_weight():
+    assert layer_weights(LayerSpec(mode="exp", layers=(0, 1)), PARTIAL_AUC).tolist() == [0.0] * 6
+
+
+def test_manual_weights_of_the_wrong_length_are_a_value_error():
+    with pytest.raises(ValueError, match="got 3, need one per decoder layer"):
+        layer_weights(LayerSpec(mode="manual", weights=(1.0, 1.0, 1.0)), AUC)
+
+
+def test_plan_never_steers_an_untrained_layer():
+    bank = partial_bank()
+    every_layer = LayerSpec(mode="manual", weights=(1.0,) * 6)
+    controls = (Control("notes", "D", 0.5, layers=LayerSpec(mode="uniform"), gate_p=1.0),
+                Control("notes", "E", 0.5, layers=LayerSpec(mode="exp"), gate_p=1.0),
+                Control("notes", "C", 0.5, layers=every_layer, gate_p=1.0))
+    plan = build_plan(Recipe(seconds=1.0, controls=controls), {"notes": bank}, steps=20, frame_rate=50)
+    untrained = [0, 1, 3]
+    assert plan.layer_weights[untrained].abs().sum() == 0 and plan.coefficients[:, untrained].abs().sum() == 0
+    assert plan.layer_weights[[2, 4, 5], 0].tolist() == [1.0, 1.0, 1.0]
+    assert plan.layer_weights[5, 1] > 0
+    assert plan.delta(7)[untrained].abs().sum() == 0

@@ -163,6 +163,39 @@ def test_checks_against_the_banks():
     check_for_banks(parse_recipe(example(readout={"concept": "notes", "layer": 3})), banks)
 
 
+def bank_on_layers(trained, readout_layer):
+    """A notes bank with probes on `trained` only (zero directions and NaN AUCs elsewhere), as `--layers` makes."""
+    bank = random_bank(SIGNATURE, classes=["C", "D", "E"], components=2, readout_layer=readout_layer)
+    untrained = [layer for layer in range(SIGNATURE.num_layers) if layer not in trained]
+    bank.directions[untrained] = 0.0
+    bank.val_auc[untrained] = float("nan")
+    bank.layers = tuple(trained)
+    bank.validate()
+    return {"notes": bank}
+
+
+def test_checks_refuse_layers_the_bank_has_no_probes_on():
+    banks = bank_on_layers((2, 4, 5), readout_layer=4)
+    fine = [{"mode": "exp"}, {"mode": "uniform", "layers": [2, 5]}, {"mode": "topk", "k": 3},
+            {"mode": "manual", "weights": [0, 0, 1, 0, 0.5, 2]}]
+    for layers in fine:
+        check_for_banks(parse_recipe(with_control(layers=layers)), banks)
+    trained = r"the 'notes' bank is trained on layers 2, 4, 5 of 6 only"
+    cases = [({"mode": "manual", "weights": [0, 1, 1, 0, 1, 1]},
+              rf"^controls\[0\]\.layers\.weights\[1\] puts weight 1 on layer 1, but {trained}; set it to 0"),
+             ({"mode": "uniform", "layers": [2, 3]},
+              rf"^controls\[0\]\.layers\.layers\[1\] names layer 3, but {trained}; choose among those"),
+             ({"mode": "topk", "k": 4}, rf"^controls\[0\]\.layers\.k must be at most .* \(3: {trained}\), got 4"),
+             ({"mode": "topk", "k": 2, "layers": [1, 2, 3]}, r"^controls\[0\]\.layers\.layers\[0\] names layer 1")]
+    for layers, message in cases:
+        with pytest.raises(RecipeError, match=message):
+            check_for_banks(parse_recipe(with_control(layers=layers)), banks)
+    # The default layers are all but the first: a bank of layer 0 alone leaves none of them.
+    with pytest.raises(RecipeError, match=r"^controls\[0\]\.layers\.layers defaults to every layer but the first, "
+                                          r"and the 'notes' bank is trained on layer 0 of 6 only; list the layers"):
+        check_for_banks(parse_recipe(with_control(layers={"mode": "exp"})), bank_on_layers((0,), readout_layer=0))
+
+
 def test_load_banks_finds_concept_folders_and_refuses_foreign_banks(tmp_path):
     random_bank(SIGNATURE, classes=["C", "D", "E"]).save(tmp_path / "banks" / "notes")
     recipe = parse_recipe(example(bank=str(tmp_path / "banks")))

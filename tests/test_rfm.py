@@ -230,6 +230,7 @@ def test_matches_xrfm_multiclass():
     assert abs(ours.val_auc - their_auc) <= 0.02
     their_top = torch.linalg.eigh(model.M)[1][:, -1]
     assert abs(float(torch.linalg.eigh(ours.M)[1][:, -1] @ their_top)) >= 0.9
+    assert abs(float(ours.top_directions(1)[0] @ their_top)) >= 0.9
 
 
 # ----------------------------------------------------------------------------------------------------- batching, search

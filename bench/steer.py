@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,80 +33,22 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.workloads import random_bank, shaped_model, steered_recipe  # noqa: E402,F401 (random_bank: for tests)
 from probes.bank import ConceptBank  # noqa: E402
-from probes.rfm import RFMProbe  # noqa: E402
-from studio.generate import generate  # noqa: E402
-from studio.model import LoadedModel, ModelSignature, load_model  # noqa: E402
-from studio.recipe import Control, LayerSpec, ReadoutSpec, Recipe, Sampling  # noqa: E402
+from studio.generate import DEFAULT_ENGINE, generate  # noqa: E402
+from studio.model import LoadedModel  # noqa: E402
+from studio.recipe import Recipe, Sampling  # noqa: E402
 
-NOTE_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 COMMITTED_TINY_BANK = ROOT / "assets" / "banks" / "tiny" / "notes"
 
 
-def random_bank(signature: ModelSignature, concept: str = "notes", classes: list[str] | None = None,
-                components: int = 4, probe_points: int = 256, readout_layer: int | None = None,
-                seed: int = 0) -> ConceptBank:
-    """A ConceptBank of the right shapes for `signature` with random unit directions, random validation AUCs and a
-    multiclass RFM readout probe with random centers (identity metric): real code paths, meaningless concepts."""
-    classes = list(classes or NOTE_CLASSES)
-    gen = torch.Generator().manual_seed(seed)
-    L, C, d = signature.num_layers, len(classes), signature.hidden_size
-    directions = torch.randn(L, C, components, d, generator=gen)
-    directions /= directions.norm(dim=-1, keepdim=True)
-    readout = RFMProbe(centers=torch.randn(probe_points, d, generator=gen),
-                       alphas=torch.rand(probe_points, C, generator=gen) / probe_points, M=torch.eye(d),
-                       agop=torch.eye(d), bandwidth=10.0, exponent=1.0, reg=1e-3, center_grads=False,
-                       task="multiclass", val_auc=0.5, best_iter=0)
-    return ConceptBank(concept=concept, classes=classes, directions=directions,
-                       val_auc=0.5 + 0.5 * torch.rand(L, C, generator=gen), readout_layer=readout_layer
-                       if readout_layer is not None else L // 2, readout=readout, signature=signature,
-                       pooling="mean", hparams={}, dataset={"synthetic": True, "seed": seed})
-
-
-def small_shaped_model(device: str | None, dtype: str | None) -> LoadedModel:
-    """Random weights of facebook/musicgen-small's shape (t5-base text encoder, EnCodec 32 kHz, 24 x 1024 decoder),
-    written with save_pretrained and loaded through the studio's own folder path."""
-    from transformers import (EncodecConfig, GenerationConfig, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, T5Config)
-
-    from studio.model import MODEL_ID_KEY, tiny_tokenizer
-
-    text = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
-    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, num_filters=64, hidden_size=128,
-                          upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=128,
-                          target_bandwidths=[2.2], num_lstm_layers=2, norm_type="weight_norm", use_causal_conv=False,
-                          normalize=False)
-    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                    ffn_dim=4096, num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048,
-                                    bos_token_id=2048)
-    torch.manual_seed(0)
-    model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder))
-    model.generation_config = GenerationConfig(do_sample=True, guidance_scale=3.0, top_k=250, max_length=1500,
-                                               decoder_start_token_id=2048, pad_token_id=2048, bos_token_id=2048)
-    setattr(model.config, MODEL_ID_KEY, "musicgen-small-shape")
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder)
-        tiny_tokenizer().save_pretrained(folder)
-        del model
-        return load_model(folder, device=device, dtype=dtype)
-
-
-def steered_recipe(loaded: LoadedModel, base: Recipe, bank: ConceptBank) -> Recipe:
-    """Every layer carries a control (manual weight 1 everywhere, gate p = 1) and the readout is on."""
-    every_layer = LayerSpec(mode="manual", weights=tuple([1.0] * loaded.num_layers))
-    controls = (Control(concept=bank.concept, class_name=bank.classes[0], strength=0.3, layers=every_layer,
-                        gate_p=1.0),
-                Control(concept=bank.concept, class_name=bank.classes[1], strength=-0.2, component=1,
-                        layers=every_layer, gate_p=1.0))
-    return replace(base, controls=controls, readout=ReadoutSpec(concept=bank.concept))
-
-
-def timed(loaded: LoadedModel, recipe: Recipe, banks: dict, readout_every: int | None) -> tuple[float, float]:
+def timed(loaded: LoadedModel, recipe: Recipe, banks: dict, readout_every: int | None = None,
+          engine: str = DEFAULT_ENGINE) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one generation, with a step listener as the studio has."""
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
-    generate(loaded, recipe, on_step=lambda event: None, banks=banks, readout_every=readout_every)
+    generate(loaded, recipe, on_step=lambda event: None, banks=banks, readout_every=readout_every, engine=engine)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
@@ -137,8 +78,7 @@ def instructions(args, variant: str) -> int:
 
 def setup(args) -> tuple[LoadedModel, dict, Recipe, Recipe, str]:
     """The model, its bank, the unsteered and steered recipes, and a description of the bank."""
-    loaded = load_model("tiny", device=args.device, dtype=args.dtype) if args.shape == "tiny" else \
-        small_shaped_model(args.device, args.dtype)
+    loaded = shaped_model(args.shape, args.device, args.dtype)
     if args.shape == "tiny" and args.probe_points is None and COMMITTED_TINY_BANK.is_dir():
         bank = ConceptBank.load(COMMITTED_TINY_BANK, expect=loaded.signature)
         about = f"the committed bank {COMMITTED_TINY_BANK.relative_to(ROOT)}"
@@ -165,7 +105,7 @@ def run_child(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=("tiny", "small"), default="tiny")
+    parser.add_argument("--shape", choices=("tiny", "small", "large"), default="tiny")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--seconds", type=float, default=None, help="clip length (default 10)")

@@ -38,6 +38,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLES_DIR = ASSETS / "recipes"
 MAX_RECIPE_BYTES = 256 * 1024
 QUEUE_SIZE = 16          # waiting requests beyond this are refused instead of piling up on the GPU
+REDRAW_AUDIO_S = 0.5     # progress and the readout plot are redrawn at least every half second of generated audio
 CSS = """
 #model-banner {background: #fff4d6; border: 1px solid #e8c66a; border-radius: 8px; padding: 4px 12px;}
 .control-row {align-items: center !important; gap: 8px !important;}
@@ -342,7 +343,8 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
             except (RecipeError, GenerateError) as err:
                 raise gr.Error(str(err))
             session = request.session_hash if request else "api"
-            times, probs, started, last_draw = [], [], time.perf_counter(), 0.0
+            times, probs, started, drawn_step = [], [], time.perf_counter(), 0
+            redraw_steps = max(1, int(loaded.frame_rate * REDRAW_AUDIO_S))
             hidden = gr.update(visible=with_baseline, value=None)
             yield "Starting…", _readout_plot(studio, recipe, [], []), None, hidden, None, None
             try:
@@ -352,13 +354,14 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
                         if event.probs is not None:
                             times.append((event.step - 1) / loaded.frame_rate)
                             probs.append(event.probs)
-                        now = time.perf_counter()
-                        if event.probs is not None and (now - last_draw > 0.25 or event.step == event.total):
-                            last_draw = now
+                        if event.step - drawn_step >= redraw_steps or event.step == event.total:
+                            drawn_step = event.step
+                            note = (" Rendering the unsteered baseline…" if with_baseline and
+                                    event.step == event.total else "")
                             yield (f"Generating… step {event.step}/{event.total} "
-                                   f"({event.step / loaded.frame_rate:.1f} s of audio)",
-                                   _readout_plot(studio, recipe, times, probs), gr.update(), gr.update(),
-                                   gr.update(), gr.update())
+                                   f"({event.step / loaded.frame_rate:.1f} s of audio).{note}",
+                                   _readout_plot(studio, recipe, times, probs) if recipe.readout else gr.update(),
+                                   gr.update(), gr.update(), gr.update(), gr.update())
                         continue
                     _, steered, baseline = item
                     folder = Path(tempfile.mkdtemp(dir=out_dir))
@@ -450,7 +453,8 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
             bank = studio.banks[concept]
             info = (f"**{bank.concept}**: {len(bank.classes)} classes ({', '.join(bank.classes[:12])}"
                     f"{'…' if len(bank.classes) > 12 else ''}), {bank.num_components} eigenvectors per class, "
-                    f"readout at layer {bank.readout_layer}; trained on {bank.dataset.get('n_train', '?')} clips.")
+                    f"probes on {bank.describe_layers()}, readout at layer {bank.readout_layer}; trained on "
+                    f"{bank.dataset.get('n_train', '?')} clips.")
             return info, auc_by_layer_figure(bank)
 
         bank_pick.change(show_bank, bank_pick, [bank_info, bank_plot], queue=False)
@@ -476,7 +480,7 @@ def build_app(loaded: LoadedModel, banner: str = "", engine: str = DEFAULT_ENGIN
             studio.reload_banks()
             choices = sorted(studio.banks, key=lambda c: (c != "notes", c))
             return ([f"Trained **{concept}** on {bank.dataset.get('n_train', '?')} clips: mean validation AUC "
-                     f"{float(bank.val_auc.mean()):.3f}, readout at layer {bank.readout_layer}.",
+                     f"{float(bank.trained_val_auc.mean()):.3f}, readout at layer {bank.readout_layer}.",
                      gr.update(choices=choices, value=concept), gr.update(choices=choices)]
                     + [gr.update(choices=choices) for _ in range(MAX_ROWS)] + [gr.update(interactive=True)])
 

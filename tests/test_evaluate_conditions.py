@@ -1,4 +1,7 @@
-"""probes/evaluate/conditions.py: layer-mode parsing, sweep layouts, and recipes that pass the strict reader."""
+"""probes/evaluate/conditions.py: layer-mode parsing, sweep layouts, clamping and merging on a small model, and
+recipes that pass the strict reader."""
+
+import logging
 
 import pytest
 
@@ -8,8 +11,11 @@ from probes.evaluate.conditions import (
     PAPER_LAYER_MODES,
     PAPER_STRENGTHS,
     Condition,
+    clamped_modes,
+    effective_mode,
     layer_spec,
     recipe,
+    resolve_conditions,
     sweep_conditions,
 )
 
@@ -62,3 +68,42 @@ def test_condition_compiles_to_a_recipe_the_studio_reads():
     assert parsed.layers.mode == "topk" and parsed.layers.k == 3
     assert made.seed == 7 and made.sampling.guidance_scale == 3.0 and made.readout.window_s == 0.5
     assert made.to_dict()["controls"][0]["schedule"] == {"kind": "constant", "value": 1.0}
+
+
+def test_a_clamped_top_k_is_named_by_the_k_it_uses_and_warned_about(caplog):
+    assert effective_mode("top16", 6) == "top5" and effective_mode("top3", 6) == "top3"
+    assert effective_mode("exp0.95", 6) == "exp0.95" and effective_mode("top16", 24) == "top16"
+    assert effective_mode("top05", 6) == "top05" and clamped_modes(["top05"], 6) == {}  # K = 5 is not clamped
+    assert clamped_modes(["uniform", "top8", "top3", "top16", "top8"], 6) == {"top8": 5, "top16": 5}
+    with caplog.at_level(logging.WARNING, logger="probes.evaluate.conditions"):
+        (only,) = resolve_conditions([Condition(0.3, "top16", 1.0)], num_layers=6)
+    assert only.condition == Condition(0.3, "top5", 1.0) and only.condition.name == "s0.3-top5-p1"
+    assert only.requested == ("s0.3-top16-p1",) and only.merged == ()
+    assert only.to_dict(6)["layer_spec"] == {"mode": "topk", "k": 5}
+    assert only.to_dict(6)["requested"] == ["s0.3-top16-p1"]
+    assert "top16 needs 16 layers, the model steers 5: using k=5" in caplog.text
+
+
+def test_conditions_that_steer_identically_run_once_as_the_first(caplog):
+    """The paper's sweep on the tiny model (6 layers, 5 steerable): top8/12/16 all become all 5 layers at weight 1,
+    which is uniform; so they merge into the uniform condition, and nothing else merges."""
+    requested = sweep_conditions(PAPER_STRENGTHS, PAPER_LAYER_MODES, PAPER_GATES)
+    with caplog.at_level(logging.WARNING, logger="probes.evaluate.conditions"):
+        resolved = resolve_conditions(requested, num_layers=6)
+    names = [r.condition.name for r in resolved]
+    assert len(names) == len(set(names)) == 11 - 3
+    assert not any("top" in name for name in names)
+    uniform = next(r for r in resolved if r.condition.layers == "uniform")
+    assert uniform.requested == ("s0.3-uniform-p0.3", "s0.3-top8-p0.3", "s0.3-top12-p0.3", "s0.3-top16-p0.3")
+    assert [r for r in resolved if r.merged] == [uniform]
+    assert "running them once, as s0.3-uniform-p0.3" in caplog.text
+    assert [r.condition for r in resolve_conditions(requested, num_layers=24)] == requested  # nothing to clamp
+
+
+def test_clamped_top_ks_without_uniform_keep_the_first_and_differ_by_strength_and_gate():
+    resolved = resolve_conditions([Condition(0.3, "top8", 1.0), Condition(0.3, "top16", 1.0),
+                                   Condition(0.6, "top16", 1.0), Condition(0.3, "top16", 0.3),
+                                   Condition(0.3, "top4", 1.0)], num_layers=6)
+    assert [(r.condition.name, r.requested) for r in resolved] == [
+        ("s0.3-top5-p1", ("s0.3-top8-p1", "s0.3-top16-p1")), ("s0.6-top5-p1", ("s0.6-top16-p1",)),
+        ("s0.3-top5-p0.3", ("s0.3-top16-p0.3",)), ("s0.3-top4-p1", ("s0.3-top4-p1",))]

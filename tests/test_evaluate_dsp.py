@@ -136,6 +136,19 @@ def test_tempo_match_rules():
         estimate_tempo(np.zeros(SR, dtype=np.float32), SR, min_bpm=100, max_bpm=50)
 
 
+def test_a_tempo_check_is_a_hit_within_four_percent_of_the_target_bpm():
+    """The eval's tempo check (measure.dsp_check): a click track at 120 BPM hits targets 116..124, misses beyond, and
+    without a target tempo there is no hit at all (a value, not a class)."""
+    from probes.evaluate.measure import dsp_check
+
+    check = dsp_check("tempos", clicks(120.0), SR)
+    assert abs(check.predicted - 120.0) < 1.2
+    assert check.hit("value", 120.0) == 1.0 and check.hit("value", 117.0) == 1.0
+    assert check.hit("value", 110.0) == 0.0 and check.hit("value", 60.0) == 0.0  # half tempo is a miss too
+    assert check.hit("value") is None
+    assert check.hit("value", check.predicted * 1.039) == 1.0 and check.hit("value", check.predicted * 0.95) == 0.0
+
+
 # ------------------------------------------------------------------------------------------- rendered SynTheory clips
 
 

@@ -38,3 +38,33 @@ def test_write_csv_unions_columns_and_blanks_none(tmp_path):
         rows = list(csv.DictReader(handle))
     assert rows == [{"a": "1", "b": "", "c": ""}, {"a": "2.5", "b": "", "c": "x"}]
     assert [p.name for p in path.parent.iterdir()] == ["t.csv"]  # no temporary file left
+
+
+def _summary(**parts) -> dict:
+    return {"clap": {"status": "skipped", "reason": "no CLAP"}, "clips": {"rendered": 3, "reused": 0}, **parts}
+
+
+def _crossfade(measured, no_crossover: int, n_clips: int = 4) -> dict:
+    return {"first": "C", "second": "G", "scheduled_s": 5.0, "measured_s": measured, "no_crossover": no_crossover,
+            "n_clips": n_clips, "first_third_probe_acc": 0.5, "last_third_probe_acc": 0.75}
+
+
+def test_stdout_says_no_crossover_instead_of_a_time():
+    from probes.evaluate.cli import format_summary
+
+    text = format_summary(_summary(crossfade=_crossfade(None, 4)))
+    assert "scheduled 5.00 s, no crossover in any of the 4 clips" in text and "measured" not in text
+    text = format_summary(_summary(crossfade=_crossfade({"mean": 5.5, "low": 5.0, "high": 6.0}, 1)))
+    assert "measured 5.50 s [5.00, 6.00] (1 of 4 clips: no crossover)" in text
+
+
+def test_stdout_names_clamped_and_merged_conditions():
+    from probes.evaluate.cli import format_summary
+
+    row = {"condition": "s0.3-top5-p1", "probe_acc": 0.5, "fd_acts": 0.1, "mmd_acts": 0.01}
+    sweep = {"table": [row], "clamped": {"top8": 5, "top16": 5},
+             "merged": [{"kept": "s0.3-top5-p1", "requested": ["s0.3-top8-p1", "s0.3-top16-p1"]}]}
+    lines = format_summary(_summary(sweep=sweep)).splitlines()
+    assert lines[1].startswith("s0.3-top5-p1 ")
+    assert "top16 asks for more layers than the model steers: run with k=5" in lines
+    assert "same steering on this model, run once as s0.3-top5-p1: s0.3-top8-p1, s0.3-top16-p1" in lines

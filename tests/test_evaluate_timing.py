@@ -26,10 +26,23 @@ def test_isolated_noise_does_not_move_the_switch():
     assert switch_time(t, s) == 9.5
 
 
-def test_no_switch_lands_at_an_end():
+def test_without_a_crossover_the_result_is_none_not_an_end_point():
     t = np.linspace(0, 1, 11)
-    assert switch_time(t, np.ones(11)) == 0.0     # positive throughout: switched before the first sample
-    assert switch_time(t, -np.ones(11)) == 1.0    # negative throughout: never switched
+    assert switch_time(t, np.ones(11)) is None                    # positive throughout: nothing handed over here
+    assert switch_time(t, -np.ones(11)) is None                   # negative throughout: never crossed
+    assert switch_time(t, np.zeros(11)) is None
+    assert switch_time(t, np.where(t < 0.5, 1.0, -1.0)) is None   # the wrong way round
+    assert switch_time(t, [-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1]) is None  # a step fits no better than constant
+
+
+def test_a_crossover_needs_mostly_negative_before_and_mostly_positive_after():
+    t = np.arange(10, dtype=float)
+    # one positive sample at the very end is a (late) crossover, since it beats "negative throughout" by one sample
+    assert switch_time(t, [-1] * 9 + [1]) == 8.5
+    # mostly negative, then mostly positive, with noise on both sides: still a crossover, between the runs
+    assert switch_time(t, [-1, -1, 1, -1, -1, 1, 1, -1, 1, 1]) == 4.5
+    # as many positive as negative samples after the best split: no better than "negative throughout"
+    assert switch_time(t, [-1] * 8 + [1, -1]) is None
 
 
 def test_scheduled_crossover_of_a_full_length_crossfade_is_the_midpoint():
@@ -56,3 +69,17 @@ def test_window_centres():
     np.testing.assert_allclose(window_centres(4, 1, 50.0), step_times(4, 50))
     with pytest.raises(EvaluationError):
         window_centres(4, 0, 50.0)
+
+
+def test_clips_without_a_crossover_are_counted_and_left_out_of_the_timing():
+    from probes.evaluate.crossfade import timing_row, timing_summary
+
+    rows = [timing_row(0.25, 0.3), timing_row(0.25, None), timing_row(0.25, 0.1)]
+    assert rows[1] == {"scheduled_s": 0.25, "crossover": "no crossover", "measured_s": None, "error_s": None}
+    assert rows[0]["crossover"] == "crossed" and rows[0]["error_s"] == pytest.approx(0.05)
+    summary = timing_summary(rows, resamples=200)
+    assert summary["n_clips"] == 3 and summary["no_crossover"] == 1 and summary["scheduled_s"] == 0.25
+    assert summary["measured_s"]["mean"] == pytest.approx(0.2) and summary["measured_s"]["n"] == 2
+    assert summary["mean_abs_error_s"] == pytest.approx((0.05 + 0.15) / 2)
+    none = timing_summary([timing_row(0.25, None), timing_row(0.25, None)], resamples=200)
+    assert none["no_crossover"] == 2 and none["measured_s"] is None and none["mean_abs_error_s"] is None

@@ -1,15 +1,18 @@
 """Prompt adherence: CLAP text-audio cosine similarity, from a CLAP checkpoint folder on this machine.
 
 A checkpoint folder is what transformers' `save_pretrained` writes for a ClapModel plus its ClapProcessor (e.g. a
-downloaded laion/clap-htsat-unfused or -fused). It is loaded with `local_files_only=True`: an evaluation never reaches
-for the hub. Without a folder the metric is *skipped*, and the result says why, so a table without CLAP columns is never
-mistaken for one where CLAP was measured. A folder that is given but cannot be loaded is an error (EvaluationError),
+downloaded laion/clap-htsat-unfused or -fused); a single file, such as a laion-clap ``.pt`` checkpoint, is refused
+with a message saying so. It is loaded with `local_files_only=True`: an evaluation never reaches for the hub. Without
+a folder the metric is *skipped*, and the result says why, so a table without CLAP columns is never mistaken for one
+where CLAP was measured. A folder that is given but cannot be loaded is an error (EvaluationError),
 not a skip: the user asked for CLAP.
 
 Audio is resampled from its rate to the processor's (48 kHz for the published checkpoints) by exact rational
 polyphase resampling. For clips longer than the processor's `max_length_s`, its feature extractor picks random crops
 with numpy's global generator; `ClapScorer` seeds that generator for the call (and restores its state afterwards) so
-scores are reproducible.
+scores are reproducible. For fused checkpoints the extractor also marks a random clip of a batch without long clips as
+"longer" (a training-time workaround), which would make a clip's score depend on its batch-mates; `ClapScorer` sets
+that flag to the truth (the clip is longer than `max_length_s`) so every clip scores the same in any batch.
 """
 
 from __future__ import annotations
@@ -103,6 +106,10 @@ class ClapScorer:
         from transformers import ClapModel, ClapProcessor
 
         folder = Path(path)
+        if folder.is_file():  # e.g. a laion-clap .pt checkpoint, which transformers cannot read
+            raise EvaluationError(f"the CLAP checkpoint {folder} is a file, but --clap expects a folder: a "
+                                  "transformers ClapModel with its ClapProcessor, both saved with save_pretrained "
+                                  "(e.g. of laion/clap-htsat-unfused); laion-clap .pt checkpoints are not read")
         if not folder.is_dir():
             raise EvaluationError(f"the CLAP checkpoint folder {folder} does not exist; pass a folder written by "
                                   "ClapModel.save_pretrained and ClapProcessor.save_pretrained, or leave out --clap")
@@ -129,6 +136,9 @@ class ClapScorer:
             batch = [resample(clip, sample_rate, self.sample_rate) for clip in clips[start:start + batch_size]]
             with _seeded_numpy_global(self.seed + start):
                 inputs = self.processor.feature_extractor(batch, sampling_rate=self.sample_rate, return_tensors="pt")
+            if "is_longer" in inputs:  # the true flag, not the extractor's random pick (see the module docstring)
+                limit = self.processor.feature_extractor.nb_max_samples
+                inputs["is_longer"] = torch.tensor([[len(clip) > limit] for clip in batch])
             inputs = {name: value.to(self.device) for name, value in inputs.items()}
             rows.append(_pooled(self.model.get_audio_features(**inputs)).float().cpu())
         return _unit_rows(torch.cat(rows)) if rows else np.zeros((0, 0))

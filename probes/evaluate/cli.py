@@ -50,7 +50,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--readout-window", type=float, default=1.0, help="seconds of the sliding readout window")
     add("--multi-concept", default="chords", help="second concept of the multi-concept experiment")
     add("--multi-pairs", nargs="+", type=_pair, metavar="A:B", help="class pairs, e.g. C:major E:minor")
-    add("--multi-strength", type=float, default=0.45)
+    add("--multi-strength", type=float, default=0.6, help="strength of each concept (the paper's figure: 0.6)")
+    add("--target-bpm", type=float, default=None, help="tempos only: the tempo steering aims for; a clip is a DSP "
+                                                       "hit when its measured tempo is within 4%% of it")
     add("--clap", default=None, help="local CLAP checkpoint folder (ClapModel + ClapProcessor); without it CLAP "
                                      "is skipped and the results say so")
     add("--device", default=None, help="cpu | cuda (default: cuda when present)")
@@ -70,30 +72,51 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         experiments=list(dict.fromkeys(args.experiments)), crossfade=args.crossfade,
         crossfade_strength=args.crossfade_strength, readout_window_s=args.readout_window,
         multi_concept=args.multi_concept, multi_pairs=args.multi_pairs, multi_strength=args.multi_strength,
-        clap=args.clap, device=args.device, drift_layer=args.drift_layer, resamples=args.bootstrap,
-        ci_seed=args.ci_seed, progress=not args.no_progress)
+        target_bpm=args.target_bpm, clap=args.clap, device=args.device, drift_layer=args.drift_layer,
+        resamples=args.bootstrap, ci_seed=args.ci_seed, progress=not args.no_progress)
 
 
 def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None or value == "" else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _sweep_lines(sweep: dict) -> list[str]:
+    """The sweep table (condition names carry the K a top-K used), then one line per merge of identical conditions.
+    The dsp column is the DSP accuracy, or the mean measured tempo (BPM) for tempos without --target-bpm."""
+    lines = [f"{'condition':<28} {'probe':>6} {'95% CI':>13} {'dsp':>6} {'clap':>6} {'FD':>9} {'MMD2':>9}"]
+    for row in sweep["table"]:
+        ci = f"[{_fmt(row.get('probe_acc_low'), 2)},{_fmt(row.get('probe_acc_high'), 2)}]"
+        lines.append(f"{row['condition']:<28} {_fmt(row.get('probe_acc', row.get('probe_value'))):>6} {ci:>13} "
+                     f"{_fmt(row.get('dsp_acc', row.get('dsp_value'))):>6} {_fmt(row.get('clap')):>6} "
+                     f"{_fmt(row['fd_acts'], 4):>9} {_fmt(row['mmd_acts'], 4):>9}")
+    for mode, k in sweep.get("clamped", {}).items():
+        lines.append(f"{mode} asks for more layers than the model steers: run with k={k}")
+    for merge in sweep.get("merged", []):
+        lines.append(f"same steering on this model, run once as {merge['kept']}: {', '.join(merge['requested'])}")
+    return lines
+
+
+def _crossfade_line(c: dict) -> str:
+    """Scheduled and measured crossover (over the clips that crossed; how many did not), and the thirds' readings."""
+    m = c["measured_s"]
+    if m is None:
+        measured = f"no crossover in any of the {c['n_clips']} clips"
+    else:
+        measured = f"measured {m['mean']:.2f} s [{m['low']:.2f}, {m['high']:.2f}]"
+        if c["no_crossover"]:
+            measured += f" ({c['no_crossover']} of {c['n_clips']} clips: no crossover)"
+    return (f"crossfade {c['first']} -> {c['second']}: scheduled {_fmt(c['scheduled_s'], 2)} s, {measured}, "
+            f"first third reads {c['first']}: {_fmt(c['first_third_probe_acc'])}, last third reads "
+            f"{c['second']}: {_fmt(c['last_third_probe_acc'])}")
+
+
 def format_summary(summary: dict) -> str:
     """The headline numbers as plain text tables."""
     lines = []
     if "sweep" in summary:
-        lines.append(f"{'condition':<28} {'probe':>6} {'95% CI':>13} {'dsp':>6} {'clap':>6} {'FD':>9} {'MMD2':>9}")
-        for row in summary["sweep"]["table"]:
-            ci = f"[{_fmt(row.get('probe_acc_low'), 2)},{_fmt(row.get('probe_acc_high'), 2)}]"
-            lines.append(f"{row['condition']:<28} {_fmt(row.get('probe_acc', row.get('probe_value'))):>6} {ci:>13} "
-                         f"{_fmt(row.get('dsp_acc', row.get('dsp_value'))):>6} {_fmt(row.get('clap')):>6} {_fmt(row['fd_acts'], 4):>9} "
-                         f"{_fmt(row['mmd_acts'], 4):>9}")
+        lines += _sweep_lines(summary["sweep"])
     if "crossfade" in summary:
-        c = summary["crossfade"]
-        lines.append(f"crossfade {c['first']} -> {c['second']}: scheduled {c['scheduled_s']:.2f} s, measured "
-                     f"{c['measured_s']['mean']:.2f} s [{c['measured_s']['low']:.2f}, {c['measured_s']['high']:.2f}], "
-                     f"first third reads {c['first']}: {_fmt(c['first_third_probe_acc'])}, last third reads "
-                     f"{c['second']}: {_fmt(c['last_third_probe_acc'])}")
+        lines.append(_crossfade_line(summary["crossfade"]))
     if "multi" in summary:
         for row in summary["multi"]["table"]:
             lines.append(f"multi {row['pair']:<20} {row['concept']:<8} acc {_fmt(row.get('probe_acc'))} "
@@ -133,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m probes.evaluate.cli ...`) until `python -m probes eval` is wired."""
+    """Stand-alone entry (`python -m probes.evaluate.cli ...`), the same command as `python -m probes eval`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_figure_export()
     parser = add_eval_arguments(argparse.ArgumentParser(prog="python -m probes eval",

@@ -2,8 +2,11 @@
 
 A condition is (strength, layer mode, gate p). Layer modes are written compactly: ``uniform``, ``top<K>`` (top-K layers
 by validation AUC, e.g. ``top12``) or ``exp<kappa>`` (exponential weighting, e.g. ``exp0.95``); they choose among all
-decoder layers but the first, as the paper does. A top-K asking for more layers than a model has is clamped to all of
-them (the tiny model has 5 to choose from), and the effective K is recorded.
+decoder layers but the first, as the paper does. A top-K asking for more layers than a model steers is clamped to all
+of them (the tiny model has 5 to choose from). `resolve_conditions` does that for a whole sweep, out loud: it warns
+about each clamp, names every clamped condition by the K it uses (``top16`` becomes ``top5``), and runs conditions
+that compile to the same steering once (a top-K over every steerable layer weighs them all 1, exactly as ``uniform``
+does), recording which requested conditions each one stands for.
 
 Sweeps: ``product`` runs every combination; ``paper`` varies one factor at a time around the paper's defaults
 (strength 0.3, exp0.95, gate 0.3), the way its tables are laid out, which is far cheaper than the full product.
@@ -11,12 +14,15 @@ Sweeps: ``product`` runs every combination; ``paper`` varies one factor at a tim
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 from studio.recipe import LayerSpec, Recipe, chosen_layers, parse_recipe
 
 from .errors import EvaluationError
+
+log = logging.getLogger(__name__)
 
 PAPER_STRENGTHS: tuple[float, ...] = (0.15, 0.3, 0.45, 0.6)
 PAPER_LAYER_MODES: tuple[str, ...] = ("uniform", "top8", "top12", "top16", "exp0.92", "exp0.95", "exp0.98")
@@ -25,6 +31,11 @@ PAPER_DEFAULT = (0.3, "exp0.95", 0.3)
 SWEEPS = ("paper", "product")
 
 _MODE = re.compile(r"^(uniform|top(\d+)|exp(0?\.\d+|1(\.0*)?))$")
+
+
+def steerable_layers(num_layers: int) -> int:
+    """How many layers a top-K may choose from on a model with `num_layers` decoder layers (all but the first)."""
+    return len(chosen_layers(LayerSpec(mode="topk", k=1), num_layers))
 
 
 def layer_spec(mode: str, num_layers: int) -> dict:
@@ -39,7 +50,7 @@ def layer_spec(mode: str, num_layers: int) -> dict:
         k = int(match.group(2))
         if k < 1:
             raise EvaluationError(f"layer mode {mode!r}: K must be at least 1")
-        return {"mode": "topk", "k": min(k, len(chosen_layers(LayerSpec(mode="topk", k=k), num_layers)))}
+        return {"mode": "topk", "k": min(k, steerable_layers(num_layers))}
     kappa = float(match.group(3))
     if not 0 < kappa <= 1:
         raise EvaluationError(f"layer mode {mode!r}: kappa must lie in (0, 1]")
@@ -93,6 +104,63 @@ def sweep_conditions(strengths, layer_modes, gates, sweep: str = "paper") -> lis
     else:
         raise EvaluationError(f"unknown sweep {sweep!r}; use one of {', '.join(SWEEPS)}")
     return list(dict.fromkeys(conditions))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A condition as it runs on one model, and the requested conditions it stands for (`requested[0]` is the one
+    kept; the others compiled to the same steering and are not rendered again)."""
+
+    condition: Condition
+    requested: tuple[str, ...]
+
+    @property
+    def merged(self) -> tuple[str, ...]:
+        return self.requested[1:]
+
+    def to_dict(self, num_layers: int) -> dict:
+        return {**self.condition.to_dict(num_layers), "requested": list(self.requested)}
+
+
+def effective_mode(mode: str, num_layers: int) -> str:
+    """The layer mode as the model runs it: a clamped top-K is named by the K it uses; other modes are unchanged."""
+    spec = layer_spec(mode, num_layers)
+    return f"top{spec['k']}" if spec["mode"] == "topk" and spec["k"] < int(mode[3:]) else mode
+
+
+def clamped_modes(modes, num_layers: int) -> dict[str, int]:
+    """{top-K mode: the K it uses} for each mode in `modes` that asks for more layers than the model steers."""
+    return {mode: layer_spec(mode, num_layers)["k"] for mode in dict.fromkeys(modes)
+            if effective_mode(mode, num_layers) != mode}
+
+
+def _steering_key(condition: Condition, num_layers: int) -> tuple:
+    """Equal for conditions whose steering is the same on this model. A top-K over every steerable layer gives each
+    weight 1, which is what uniform does (studio.plan.layer_weights), so both share the key of uniform."""
+    spec = layer_spec(condition.layers, num_layers)
+    if spec["mode"] == "topk" and spec["k"] >= steerable_layers(num_layers):
+        spec = {"mode": "uniform"}
+    return condition.strength, condition.gate_p, tuple(sorted(spec.items()))
+
+
+def resolve_conditions(conditions, num_layers: int) -> list[Resolved]:
+    """The sweep's conditions on a model with `num_layers` decoder layers: clamped top-Ks renamed to the K they use
+    (with a warning each), and conditions with the same steering merged into the first of them (logged)."""
+    steerable = steerable_layers(num_layers)
+    groups: dict[tuple, list[Condition]] = {}
+    for condition in conditions:
+        groups.setdefault(_steering_key(condition, num_layers), []).append(condition)
+    for mode, k in clamped_modes([c.layers for c in conditions], num_layers).items():
+        log.warning("%s needs %s layers, the model steers %d: using k=%d", mode, mode[3:], steerable, k)
+    resolved = []
+    for group in groups.values():
+        first = group[0]
+        kept = Condition(first.strength, effective_mode(first.layers, num_layers), first.gate_p)
+        resolved.append(Resolved(kept, tuple(c.name for c in group)))
+        if len(group) > 1:
+            log.warning("%s give the same steering on this model: running them once, as %s",
+                        ", ".join(c.name for c in group), kept.name)
+    return resolved
 
 
 def recipe(model: str, bank: str | None, prompt: str, seconds: float, seed: int, controls: list[dict],

@@ -4,9 +4,12 @@ over with when the schedule does.
 
 Measured crossover: `switch_time` of p(n2) - p(n1) in the generation's per-step window readout, each step timed at
 the centre of its window. Scheduled crossover: `switch_time` of the two schedules' difference on the step grid (the
-midpoint of the clip for a full-length linear crossfade). As a check on the audio itself, the first and last thirds
-of each clip are re-encoded and classified by the bank's probe (and the DSP check): n1 should win the first third and
-n2 the last. Like the paper, the crossfaded clips' CLAP similarity and drift from the baseline are reported too.
+midpoint of the clip for a full-length linear crossfade). A clip whose readout never hands over (see
+timing.switch_time for the criterion) is reported as "no crossover": its measured time is empty, it is counted in the
+summary's `no_crossover`, and it is left out of the measured mean and of `mean_abs_error_s`. As a check on the audio
+itself, the first and last thirds of each clip are re-encoded and classified by the bank's probe (and the DSP check):
+n1 should win the first third and n2 the last. Like the paper, the crossfaded clips' CLAP similarity and drift from
+the baseline are reported too.
 """
 
 from __future__ import annotations
@@ -45,27 +48,24 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
         centres = window_centres(steps, width, frame_rate)
         fade = [c.schedule.values(steps, frame_rate) for c in job.recipe.controls]
         rows.append({"experiment": "crossfade", **job.info, "file": str(clip.path.relative_to(ctx.out)),
-                     "scheduled_s": switch_time(step_times(steps, frame_rate), fade[1] - fade[0]),
-                     "measured_s": switch_time(centres, window[:, b] - window[:, a])})
+                     **timing_row(switch_time(step_times(steps, frame_rate), fade[1] - fade[0]),
+                                  switch_time(centres, window[:, b] - window[:, a]))})
         curves.append((centres, window[:, a], window[:, b]))
     _check_thirds(ctx, clips, rows, first, second)
     facts = ctx.measure([c.audio for c in clips], [j.info["prompt"] for j in jobs], [concept])
     for i, row in enumerate(rows):
-        row["error_s"] = row["measured_s"] - row["scheduled_s"]
         if facts.clap.ok:
             row["clap"] = float(facts.clap.similarities[i])
 
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
-    measured = bootstrap_ci([r["measured_s"] for r in rows], **stats)
-    scheduled = float(np.mean([r["scheduled_s"] for r in rows]))
+    timing = timing_summary(rows, **stats)
     grid = curves[0][0]
     fig = crossfade_figure(grid, np.stack([np.interp(grid, t, p) for t, p, _ in curves]),
-                           np.stack([np.interp(grid, t, q) for t, _, q in curves]), (first, second), scheduled,
-                           measured.mean)
+                           np.stack([np.interp(grid, t, q) for t, _, q in curves]), (first, second),
+                           timing["scheduled_s"], (timing["measured_s"] or {}).get("mean"), timing["no_crossover"])
     files = [write_csv(ctx.out / "crossfade.csv", rows)] + ctx.figure(fig, "crossfade")
     summary = {"first": first, "second": second, "strength": s.crossfade_strength, "condition": condition.name,
-               "readout_window_s": s.readout_window_s, "scheduled_s": scheduled, "measured_s": measured.as_dict(),
-               "mean_abs_error_s": float(np.mean([abs(r["error_s"]) for r in rows])),
+               "readout_window_s": s.readout_window_s, **timing,
                "first_third_probe_acc": mean_or_none(r["first_third_probe_hit"] for r in rows),
                "last_third_probe_acc": mean_or_none(r["last_third_probe_hit"] for r in rows),
                "first_third_dsp_acc": mean_or_none(r.get("first_third_dsp_hit") for r in rows),
@@ -73,6 +73,25 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
                **mean_columns(rows, **stats), **ctx.drift(facts),
                "files": [str(f.relative_to(ctx.out)) for f in files]}
     return rows, summary
+
+
+def timing_row(scheduled_s: float | None, measured_s: float | None) -> dict:
+    """A clip's crossfade.csv timing columns; a readout without a crossover reads "no crossover", with no time and
+    no error."""
+    timed = scheduled_s is not None and measured_s is not None
+    return {"scheduled_s": scheduled_s, "crossover": "crossed" if measured_s is not None else "no crossover",
+            "measured_s": measured_s, "error_s": measured_s - scheduled_s if timed else None}
+
+
+def timing_summary(rows: list[dict], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
+    """Crossover times over clips (rows with timing_row's columns): the mean scheduled time, how many clips did not
+    cross over, and the measured time (bootstrap interval) and mean |error| over the clips that did (None if none)."""
+    crossed = [r for r in rows if r["measured_s"] is not None]
+    measured = (bootstrap_ci([r["measured_s"] for r in crossed], confidence=confidence, resamples=resamples,
+                             seed=seed).as_dict() if crossed else None)
+    return {"scheduled_s": mean_or_none(r["scheduled_s"] for r in rows), "n_clips": len(rows),
+            "no_crossover": len(rows) - len(crossed), "measured_s": measured,
+            "mean_abs_error_s": mean_or_none(abs(r["error_s"]) for r in crossed if r["error_s"] is not None)}
 
 
 def _check_thirds(ctx: Context, clips, rows: list[dict], first: str, second: str) -> None:

@@ -34,9 +34,12 @@ class DspCheck:
     predicted: str | float
     support: dict[str, float]
 
-    def hit(self, target: str) -> float | None:
-        """1.0 / 0.0 whether the prediction is the target class; None for a value (tempo)."""
-        return None if isinstance(self.predicted, float) else float(self.predicted == target)
+    def hit(self, target: str, target_value: float | None = None) -> float | None:
+        """1.0 / 0.0 whether the prediction is the target class, or for a value (tempo) whether it lies within 4% of
+        `target_value` (MIREX accuracy 1, as dsp.tempo_matches); None for a value without a target value."""
+        if isinstance(self.predicted, float):
+            return None if target_value is None else float(dsp.tempo_matches(self.predicted, target_value))
+        return float(self.predicted == target)
 
 
 def dsp_check(concept: str, audio: np.ndarray, sample_rate: int) -> DspCheck | None:
@@ -67,8 +70,9 @@ class ClipSetFacts:
     def __len__(self) -> int:
         return len(self.audio)
 
-    def target_row(self, i: int, concept: str, target: str) -> dict:
-        """Per-clip metric columns of clip i judged against class `target` of `concept`."""
+    def target_row(self, i: int, concept: str, target: str, target_value: float | None = None) -> dict:
+        """Per-clip metric columns of clip i judged against class `target` of `concept`; for a value concept (tempo),
+        `target_value` (BPM) adds a DSP hit within 4% of it."""
         readout, classes = self.readouts[concept], self.classes[concept]
         row: dict = {}
         if readout.probabilities is None:  # regression (tempos): the predicted value
@@ -80,6 +84,8 @@ class ClipSetFacts:
         check = self.dsp[concept][i]
         if check is not None and isinstance(check.predicted, float):
             row.update(dsp_value=check.predicted)
+            if target_value is not None:
+                row.update(dsp_hit=check.hit(target, target_value))
         elif check is not None:
             row.update(dsp_pred=check.predicted, dsp_hit=check.hit(target), dsp_support=check.support.get(target))
         if self.clap.ok:

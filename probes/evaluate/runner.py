@@ -66,7 +66,8 @@ class EvalSettings:
     readout_window_s: float = 1.0
     multi_concept: str = "chords"
     multi_pairs: list[tuple[str, str]] | None = None  # [(class of concept, class of multi_concept)]
-    multi_strength: float = 0.45
+    multi_strength: float = 0.6                 # the paper's notes + chords figure
+    target_bpm: float | None = None             # tempos: a clip is a DSP hit within 4% of this tempo
     clap: str | None = None
     device: str | None = None
     drift_layer: int | None = None              # None: the concept bank's readout layer
@@ -235,6 +236,10 @@ def check_settings(s: EvalSettings) -> None:
         raise EvaluationError(f"--readout-window must be positive, got {s.readout_window_s}")
     if s.resamples < 1 or not 0 < s.confidence < 1:
         raise EvaluationError("need --bootstrap >= 1 and a confidence strictly between 0 and 1")
+    if s.target_bpm is not None and s.concept != "tempos":
+        raise EvaluationError(f"--target-bpm is the target of the tempos concept; --concept is {s.concept!r}")
+    if s.target_bpm is not None and not s.target_bpm > 0:
+        raise EvaluationError(f"--target-bpm must be a positive tempo, got {s.target_bpm:g}")
     if "sweep" in s.experiments:
         sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep)
 

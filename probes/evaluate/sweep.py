@@ -1,33 +1,47 @@
 """The sweep: baseline against steered clips for every condition, target, prompt and seed (the paper's tables), with
-Pareto plots of control against drift and against CLAP."""
+Pareto plots of control against drift and against CLAP.
+
+Conditions are resolved for the loaded model first (conditions.resolve_conditions): a top-K above the model's
+steerable layers runs, and is named, with the K it uses, and requested conditions that steer identically are rendered
+once; sweep.csv's `requested` column and summary.json's `merged` list say which."""
 
 from __future__ import annotations
 
-from .conditions import sweep_conditions
+import logging
+
+from .conditions import clamped_modes, resolve_conditions, sweep_conditions
 from .figures import pareto_figure
 from .report import mean_columns, write_csv
 from .runner import Context, Rendered, slug
 
+log = logging.getLogger(__name__)
+
 
 def _clip_rows(ctx: Context, rendered: Rendered, targets_of) -> list[dict]:
-    """One row per (clip, target); `targets_of(i)` lists the targets clip i is judged against."""
-    concept = ctx.settings.concept
-    return [{"experiment": "sweep", **rendered.base_row(i, ctx.out), "concept": concept, "target": target,
-             **rendered.facts.target_row(i, concept, target)}
+    """One row per (clip, target); `targets_of(i)` lists the targets clip i is judged against. With --target-bpm the
+    rows carry it, and tempo clips count as hits within 4% of it."""
+    concept, bpm = ctx.settings.concept, ctx.settings.target_bpm
+    extra = {} if bpm is None else {"target_bpm": bpm}
+    return [{"experiment": "sweep", **rendered.base_row(i, ctx.out), "concept": concept, "target": target, **extra,
+             **rendered.facts.target_row(i, concept, target, target_value=bpm)}
             for i in range(len(rendered.jobs)) for target in targets_of(i)]
 
 
 def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
     """Render and measure every condition; write sweep.csv and the Pareto figures. Returns (clip rows, summary)."""
     s, concept, L = ctx.settings, ctx.settings.concept, ctx.loaded.num_layers
-    conditions = sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep)
+    requested = sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep)
+    resolved = resolve_conditions(requested, L)
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
+    if concept == "tempos" and s.target_bpm is None:
+        log.info("no --target-bpm: the tempo check reports measured tempos (dsp_value) but no accuracy")
 
     baseline = ctx.baseline()
     clip_rows = _clip_rows(ctx, baseline, lambda i: ctx.targets)
-    table = [{"condition": "baseline", "strength": 0.0, "layers": "", "gate_p": "", "concept": concept,
-              **mean_columns(clip_rows, **stats), **ctx.drift(baseline.facts)}]
-    for condition in conditions:
+    table = [{"condition": "baseline", "strength": 0.0, "layers": "", "k_used": "", "gate_p": "", "concept": concept,
+              "requested": "", **mean_columns(clip_rows, **stats), **ctx.drift(baseline.facts)}]
+    for entry in resolved:
+        condition = entry.condition
         jobs = [job for target in ctx.targets for job in ctx.prompt_seed_jobs(
             f"sweep/{condition.name}", f"{slug(target)}-", {"condition": condition.name, "target": target},
             [condition.control(concept, target, L)])]
@@ -38,10 +52,13 @@ def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
         spec = condition.to_dict(L)["layer_spec"]
         table.append({"condition": condition.name, "strength": condition.strength, "layers": condition.layers,
                       "k_used": spec.get("k", ""), "gate_p": condition.gate_p, "concept": concept,
-                      **mean_columns(rows, **stats), **ctx.drift(rendered.facts, per_target)})
+                      "requested": " ".join(entry.requested), **mean_columns(rows, **stats),
+                      **ctx.drift(rendered.facts, per_target)})
     files = [write_csv(ctx.out / "sweep.csv", table)]
     files += _pareto_plots(ctx, table)
-    summary = {"conditions": [c.to_dict(L) for c in conditions], "table": table,
+    summary = {"conditions": [r.to_dict(L) for r in resolved], "table": table,
+               "clamped": clamped_modes([c.layers for c in requested], L),
+               "merged": [{"kept": r.condition.name, "requested": list(r.requested)} for r in resolved if r.merged],
                "files": [str(f.relative_to(ctx.out)) for f in files]}
     if not ctx.clap:
         summary["pareto_clap"] = f"skipped: {ctx.clap_reason}"

@@ -12,14 +12,21 @@ import numpy as np
 from .errors import EvaluationError
 
 
-def switch_time(times, signal) -> float:
-    """The best single switch point from negative to positive of a sampled `signal` (e.g. p2(t) - p1(t)).
+def switch_time(times, signal) -> float | None:
+    """The best single switch point from negative to positive of a sampled `signal` (e.g. p2(t) - p1(t)), or None
+    when the signal does not cross over.
 
     It is the tau minimising the number of disagreeing samples, #{t_i < tau: s_i > 0} + #{t_i >= tau: s_i < 0}
     (zeros count for neither side), i.e. the step function closest to the signs, which noise crossing zero now and
     then does not fool. Split j (the first j samples before tau) maps to tau = (t_{j-1} + t_j) / 2, j = 0 to t_0 and
     j = n to t_{n-1}; when several splits are equally good the median of their taus is returned (a sample exactly at
-    zero between a negative and a positive run gives its own time). Times must be strictly increasing."""
+    zero between a negative and a positive run gives its own time). Times must be strictly increasing.
+
+    Crossover criterion: the best split must disagree with strictly fewer samples than both splits without a switch
+    (j = 0, "positive throughout", and j = n, "negative throughout"). That is the same as saying the samples before
+    it are mostly negative and those after it mostly positive (strict majorities of the non-zero samples on each
+    side). Otherwise (a signal of one sign, one that goes from positive to negative, all zeros, or a tie with a
+    constant sign) there is no crossover and the result is None, never an end point of `times`."""
     t = np.asarray(times, dtype=np.float64).ravel()
     s = np.asarray(signal, dtype=np.float64).ravel()
     if len(t) != len(s) or len(t) == 0:
@@ -31,6 +38,8 @@ def switch_time(times, signal) -> float:
     positive_before = np.concatenate([[0], np.cumsum(s > 0)])                  # j = 0..n
     negative_after = np.concatenate([np.cumsum((s < 0)[::-1])[::-1], [0]])     # j = 0..n
     errors = positive_before + negative_after
+    if errors.min() >= min(errors[0], errors[-1]):                             # no switch explains the signs as well
+        return None
     midpoints = np.concatenate([[t[0]], (t[:-1] + t[1:]) / 2, [t[-1]]])        # tau of split j = 0..n
     return float(np.median(midpoints[errors == errors.min()]))
 

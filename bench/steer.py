@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.workloads import random_bank, shaped_model, steered_recipe  # noqa: E402,F401 (random_bank: for tests)
+from bench.workloads import random_bank, shaped_model, steered_recipe  # noqa: E402
 from probes.bank import ConceptBank  # noqa: E402
 from studio.generate import DEFAULT_ENGINE, generate  # noqa: E402
 from studio.model import LoadedModel  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from bench.steer import random_bank
+from bench.workloads import random_bank
 from studio.cli import main
 from studio.generate import Cancelled, GenerateError, StepEvent, generate, total_steps
 from studio.hooks import decoder_hooks

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.steer import random_bank
+from bench.workloads import random_bank
 from studio.model import ModelSignature
 from studio.plan import build_plan, coefficients, draw_gates, layer_weights
 from studio.recipe import Control, LayerSpec, Recipe

@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.steer import random_bank
+from bench.workloads import random_bank
 from probes.rfm import RFMProbe
 from studio.model import ModelSignature
 from studio.readout import LiveReadout, classify, compute_readout, probe_on, running_means, window_means

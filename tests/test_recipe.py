@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.steer import random_bank
+from bench.workloads import random_bank
 from studio.model import ModelSignature
 from studio.recipe import (Control, LayerSpec, Recipe, RecipeError, check_for_banks, check_for_model,
                            crossfade_controls, load_banks, load_recipe, parse_recipe, with_overrides)

@@ -360,7 +360,16 @@ def test_mouse_and_keyboard_edits_reach_python(served, open_page, tmp_path):
     assert len(value.curves["chords: minor"]) == len(decay_points(10)) - 1
     assert page.evaluate("document.activeElement.dataset.i") == "1"         # focus stays on the curve
 
-    assert [v.to_json() for v in served.received["change"]] == [v.to_json() for v in served.received["input"]]
+    # .change fires for user edits too; under load the page may coalesce two quick edits into one .change, so the
+    # changes must be the user's values, in order, ending with the last one.
+    inputs = [v.to_json() for v in served.received["input"]]
+    deadline = time.monotonic() + 5
+    while (not served.received["change"] or served.received["change"][-1].to_json() != inputs[-1]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    changes = iter(inputs)
+    assert all(any(c == i for i in changes) for c in (v.to_json() for v in served.received["change"]))
+    assert served.received["change"][-1].to_json() == inputs[-1] and len(served.received["change"]) >= 8
 
 
 def test_python_updates_rescale_and_redraw_the_editor(served, open_page, tmp_path):

@@ -69,28 +69,42 @@ class RFMError(Exception):
 
 
 def squared_distances(X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor | None = None,
-                      same: bool = False) -> torch.Tensor:
+                      same: bool = False, prepared: tuple | None = None) -> torch.Tensor:
     """``D[..., i, j] = (x_i - z_j)^T M (x_i - z_j)`` for X [..., n, d], Z [..., m, d], M [..., d, d] (None: identity);
     the leading dimensions must match or be absent.
 
     Computed as ``x^T M x - 2 x^T M z + z^T M z`` (one batched matmul) after moving the origin to the mean of Z, which
     keeps the cancellation small when all points share a large offset; clamped at 0. ``same=True`` (Z is X) sets the
-    diagonal to exactly 0.
+    diagonal to exactly 0. ``prepared``: ``prepare_centers(Z, M)``, to reuse Z's part across many X.
     """
     batch = torch.broadcast_shapes(X.shape[:-2], Z.shape[:-2], () if M is None else M.shape[:-2])
-    n, m, d = X.shape[-2], Z.shape[-2], X.shape[-1]
-    Z = Z.expand(*batch, m, d).reshape(-1, m, d)
-    origin = Z.mean(dim=1, keepdim=True)
+    n, d = X.shape[-2], X.shape[-1]
+    origin, Z, z_sq = prepared if prepared is not None else prepare_centers(Z, M, batch, with_norms=not same)
     X = X.expand(*batch, n, d).reshape(-1, n, d) - origin
-    Z = X if same else Z - origin
+    if same:
+        Z = X
     XM = X if M is None else torch.bmm(X, M.expand(*batch, d, d).reshape(-1, d, d))
     x_sq = (XM * X).sum(-1)
-    z_sq = x_sq if same else ((Z if M is None else torch.bmm(Z, M.expand(*batch, d, d).reshape(-1, d, d))) * Z).sum(-1)
     D = torch.baddbmm(x_sq.unsqueeze(-1), XM, Z.transpose(1, 2), alpha=-2.0)
-    D.add_(z_sq.unsqueeze(-2)).clamp_(min=0.0)
+    D.add_((x_sq if same else z_sq).unsqueeze(-2)).clamp_(min=0.0)
     if same:
         D.diagonal(dim1=-2, dim2=-1).zero_()
-    return D.reshape(*batch, n, m)
+    return D.reshape(*batch, n, Z.shape[1])
+
+
+def prepare_centers(Z: torch.Tensor, M: torch.Tensor | None, batch: tuple = (), with_norms: bool = True) -> tuple:
+    """Z's part of ``squared_distances``: (origin [B, 1, d], Z - origin [B, m, d], z^T M z [B, m] or None), with the
+    leading dimensions `batch` flattened to B. A fitted probe keeps it, so that predicting a few rows (the live
+    readout) does not redo the m x d x d product with M every time."""
+    m, d = Z.shape[-2], Z.shape[-1]
+    Z = Z.expand(*batch, m, d).reshape(-1, m, d)
+    origin = Z.mean(dim=1, keepdim=True)
+    Z = Z - origin
+    z_sq = None
+    if with_norms:
+        ZM = Z if M is None else torch.bmm(Z, M.expand(*batch, d, d).reshape(-1, d, d))
+        z_sq = (ZM * Z).sum(-1)
+    return origin, Z, z_sq
 
 
 def _distance_power_(D: torch.Tensor, exponent) -> torch.Tensor:
@@ -119,9 +133,11 @@ def _gradient_scale(bandwidth, exponent):
     return -exponent / bandwidth ** exponent
 
 
-def kernel_matrix(X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor | None, bandwidth, exponent) -> torch.Tensor:
+def kernel_matrix(X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor | None, bandwidth, exponent,
+                  prepared: tuple | None = None) -> torch.Tensor:
     """``K[..., i, j] = exp(-||x_i - z_j||_M^gamma / L^gamma)`` for X [..., n, d], Z [..., m, d], M [..., d, d]."""
-    return _kernel_from_power(_distance_power_(squared_distances(X, Z, M), exponent), bandwidth, exponent)
+    distances = squared_distances(X, Z, M, prepared=prepared)
+    return _kernel_from_power(_distance_power_(distances, exponent), bandwidth, exponent)
 
 
 def _raw_gradients(W: torch.Tensor, X_eval: torch.Tensor, centers: torch.Tensor, alphas: torch.Tensor,
@@ -416,6 +432,7 @@ class RFMProbe:
     y_mean: float = 0.0
     y_scale: float = 1.0
     _eig: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    _prepared: tuple | None = field(default=None, repr=False, compare=False)  # prepare_centers(centers, M)
 
     @property
     def val_metric(self) -> str:
@@ -432,7 +449,7 @@ class RFMProbe:
     def to(self, device) -> "RFMProbe":
         for name in ("centers", "alphas", "M", "agop"):
             setattr(self, name, getattr(self, name).to(device))
-        self._eig = None
+        self._eig = self._prepared = None
         return self
 
     def _as_input(self, X) -> torch.Tensor:
@@ -445,8 +462,10 @@ class RFMProbe:
         rows = max(1, _PREDICT_CHUNK_ELEMENTS // max(1, len(self.centers)))
         if not len(X):
             return X.new_zeros(0, self.num_outputs)
-        return torch.cat([kernel_matrix(X[i:i + rows], self.centers, self.M, self.bandwidth, self.exponent)
-                          @ self.alphas for i in range(0, len(X), rows)])
+        if self._prepared is None:  # a fitted probe's centers and M do not change
+            self._prepared = prepare_centers(self.centers, self.M)
+        return torch.cat([kernel_matrix(X[i:i + rows], self.centers, self.M, self.bandwidth, self.exponent,
+                                        prepared=self._prepared) @ self.alphas for i in range(0, len(X), rows)])
 
     @torch.no_grad()
     def predict(self, X) -> torch.Tensor:

@@ -288,6 +288,20 @@ def test_state_round_trip_predicts_identically():
         RFMProbe.from_state({k: v for k, v in tensors.items() if k != "M"}, scalars)
 
 
+def test_repeated_predictions_reuse_the_centers_and_equal_the_definition():
+    """The probe keeps its centers' part of the distances (the live readout predicts a few rows at every update)."""
+    X, y, Xv, yv, _ = _planted_binary(n=120, n_val=40, d=8, seed=91)
+    probe = fit_rfm(X, y, Xv, yv, iters=2, device="cpu")
+    first = probe.predict(Xv[:3])
+    kept = probe._prepared
+    assert kept is not None and torch.equal(probe.predict(Xv[:3]), first) and probe._prepared is kept
+    expected = torch.stack([_brute_predictor(x, probe.centers.double(), probe.alphas.double(), probe.M.double(),
+                                             probe.bandwidth, probe.exponent)[0] for x in Xv[:3].double()])
+    torch.testing.assert_close(first.double(), expected, rtol=1e-4, atol=1e-5)
+    probe.to("cpu")
+    assert probe._prepared is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_gpu_matches_cpu():
     X, y, Xv, yv, u = _planted_binary(seed=95)

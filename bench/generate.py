@@ -94,9 +94,6 @@ def bench_shape(shape: str, args) -> None:
             print(f"steering + readout overhead, {engine}: {ratio:.4f} ({100 * (ratio - 1):+.2f}%)")
     if args.check:
         print(greedy_agreement(loaded, loaded.frames_for(args.seconds), args.guidance))
-    del loaded
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown --shape {unknown[0]}: use tiny, small or large")
     for shape in shapes:
         bench_shape(shape, args)
+        if torch.cuda.is_available():  # the last shape's model is gone with bench_shape's frame
+            torch.cuda.empty_cache()
     return 0
 
 

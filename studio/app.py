@@ -28,8 +28,7 @@ from studio.generate import DEFAULT_ENGINE, Cancelled, GenerateError, StepEvent,
 from studio.model import TINY, LoadedModel, ModelLoadError, load_model
 from studio.plan import layer_weights
 from studio.plots import auc_by_layer_figure, layer_weights_figure, readout_figure
-from studio.recipe import (LAYER_MODES, LayerSpec, Recipe, RecipeError, load_recipe, model_banks_root,
-                           parse_recipe)
+from studio.recipe import LAYER_MODES, Recipe, RecipeError, load_recipe, model_banks_root, parse_recipe
 from studio.schedule_editor import EditorValue, ScheduleEditor
 
 log = logging.getLogger(__name__)

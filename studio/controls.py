@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.recipe import BANKS_DIR, Recipe, RecipeError, parse_recipe
+from studio.recipe import Recipe, RecipeError, parse_recipe
 from studio.schedule_editor import EditorValue
 
 MAX_ROWS = 4

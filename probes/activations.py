@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from studio.files import atomic_path
 from studio.model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -147,11 +146,5 @@ def _read_cache(path: Path, loaded: LoadedModel) -> torch.Tensor | None:
 
 def _write_cache(target: Path, acts: torch.Tensor, metadata: dict[str, str]) -> None:
     """Write a temporary file and rename it over `target`, so a reader never sees a half-written cache file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         save_file({"activations": acts.contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

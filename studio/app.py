@@ -9,7 +9,6 @@ with the concept banks (AUC by layer, training a new bank).
 from __future__ import annotations
 
 import html
-import json
 import logging
 import queue
 import random
@@ -21,7 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from probes.bank import BankError, ConceptBank
-from studio.audio import write_wav
+from studio.files import write_json, write_wav
 from studio.controls import (DEFAULT_STRENGTH, MAX_ROWS, Layering, Row, build_recipe, control_name, layering_from_recipe,
                              list_banks, rows_from_recipe, schedules_from_recipe)
 from studio.generate import DEFAULT_ENGINE, Cancelled, GenerateError, StepEvent, generate
@@ -173,8 +172,7 @@ def _escape(text: str) -> str:
 
 def _save_outputs(result, folder: Path, stem: str) -> tuple[str, str]:
     wav = write_wav(folder / f"{stem}.wav", result.audio, result.sample_rate)
-    record = folder / f"{stem}.json"
-    record.write_text(json.dumps(result.record(wav.name), indent=1))
+    record = write_json(folder / f"{stem}.json", result.record(wav.name))
     return str(wav), str(record)
 
 

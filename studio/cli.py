@@ -6,7 +6,6 @@ Bad input exits with status 2 and one line naming the problem; no traceback, not
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -87,24 +86,12 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"--out {out}: not writable")
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    """Write JSON through a temporary file in the same folder, renamed into place only when complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def run_generate(args) -> int:
     out = Path(args.out)
     _check_writable(out)
     if args.recipe is not None:
         return _render_recipe(args, out)
-    from studio.audio import write_wav
+    from studio.files import write_wav
     from studio.generate import Sampling, check_seconds, generate_audio, total_steps
     from studio.model import load_model
 
@@ -125,7 +112,7 @@ def run_generate(args) -> int:
 
 def _render_recipe(args, out: Path) -> int:
     """`generate --recipe`: out.wav plus out.json = {"recipe": as run, "audio": ..., "readout": per step}."""
-    from studio.audio import write_wav
+    from studio.files import write_json, write_wav
     from studio.generate import generate, total_steps
     from studio.model import load_model
     from studio.recipe import load_recipe, with_overrides
@@ -138,7 +125,7 @@ def _render_recipe(args, out: Path) -> int:
     loaded = load_model(recipe.model, device=args.device, dtype=args.dtype)
     with tqdm(total=total_steps(loaded, recipe.seconds), desc="generating", unit="step", file=sys.stderr) as bar:
         result = generate(loaded, recipe, on_step=lambda event: bar.update(1), engine=args.engine)
-    _write_json_atomic(record_path, result.record(audio_file=out.name))
+    write_json(record_path, result.record(audio_file=out.name))
     try:
         write_wav(out, result.audio, result.sample_rate)
     except BaseException:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from studio.audio import write_wav
-from studio.cli import _write_json_atomic as write_json_atomic
+from studio.files import write_wav
+from studio.files import write_json
 from studio.generate import generate
 from studio.recipe import Recipe
 
@@ -92,6 +92,6 @@ class ClipStore:
         result = generate(self.loaded, recipe, banks={c: self.banks[c] for c in recipe.concepts()})
         write_wav(wav, result.audio, result.sample_rate, subtype="FLOAT")
         record = result.record(audio_file=wav.name)
-        write_json_atomic(meta, record)
+        write_json(meta, record)
         self.rendered += 1
         return StoredClip(result.audio, result.sample_rate, record, wav, False)

@@ -40,7 +40,7 @@ def load_banks(settings: EvalSettings, loaded) -> dict:
 def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
     """Run the experiments of `settings` and write their files under settings.out; returns the summary (also written
     to summary.json). `loaded` reuses an already loaded model (it must be `settings.model`)."""
-    from studio.cli import _write_json_atomic as write_json_atomic
+    from studio.files import write_json
     from studio.model import load_model
 
     check_settings(settings)
@@ -49,7 +49,7 @@ def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
     clap = ClapScorer.load(settings.clap, settings.device) if settings.clap else None  # fail before any rendering
     loaded = loaded or load_model(settings.model, device=settings.device, warmup=False)
     ctx = Context(settings, loaded, load_banks(settings, loaded), clap)
-    write_json_atomic(out / "run.json", describe_run(ctx))
+    write_json(out / "run.json", describe_run(ctx))
     summary: dict = {"clap": ({"status": "ok", "checkpoint": clap.checkpoint} if clap
                               else {"status": "skipped", "reason": ctx.clap_reason})}
     rows: list[dict] = []
@@ -59,5 +59,5 @@ def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
         rows += experiment_rows
     write_csv(out / "clips.csv", rows)
     summary["clips"] = {"rendered": ctx.store.rendered, "reused": ctx.store.reused}
-    write_json_atomic(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary

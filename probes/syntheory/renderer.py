@@ -30,7 +30,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from studio.audio import write_wav
+from studio.files import write_wav
 
 from .concepts import Sample
 from .errors import INSTALL_HINT, SynTheoryError

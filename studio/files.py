@@ -1,0 +1,46 @@
+"""Files written atomically: a temporary file in the same folder, renamed into place only when complete, so that a
+failed or cancelled run never leaves a half-written WAV, record or cache behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed to `path` when the block succeeds, removed otherwise."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    """Write mono float audio as a WAV (16-bit PCM by default, "FLOAT" for lossless caches). PCM samples are clipped
+    to [-1, 1]."""
+    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if subtype != "FLOAT":
+        samples = np.clip(samples, -1.0, 1.0)
+    with atomic_path(path) as tmp:
+        sf.write(tmp, samples, sample_rate, subtype=subtype, format="WAV")
+    return Path(path)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write `obj` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    return Path(path)

@@ -1,15 +1,16 @@
 'use strict';
 /* MusicRFM Studio: the drawable schedule editor. Runs as gr.HTML's js_on_load, with `element`, `props`, `trigger`
-   and `watch` in scope (see studio/schedule_editor.py). Value: {seconds: S, curves: {name: [[t, v], ...]}}; per curve
-   t rises strictly from 0 to S (end points pinned), v in [0, 1] multiplies the control's strength.
+   and `watch` in scope (see studio/ui/schedule_editor.py). Value: {seconds: S, curves: {name: [[t, v], ...]}}; per
+   curve t rises strictly from 0 to S (end points pinned), v in [0, 1] multiplies the control's strength. The model's
+   frame rate (decoder steps per second, which the decay preset counts in) comes from Python as
+   props.steps_per_second.
    Note for editors of this file: gr.HTML turns any quoted word here into a Python attribute lookup on the component, so
    the constructor's parameter names must not appear inside quotes. */
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const PALETTE = ['#e8590c', '#1c7ed6', '#2f9e44', '#ae3ec9', '#e03131', '#0c8599', '#d6336c', '#7048e8'];
 const MIN_GAP = 0.01;            // s between neighbouring points, so times stay strictly increasing at 0.01 s precision
-const DECAY_RATE = 0.998;        // the paper's exponential schedule, per decoder step ...
-const STEPS_PER_SECOND = 50;     // ... at MusicGen's 50 Hz frame rate
+const DECAY_RATE = 0.998;        // the paper's exponential schedule, per decoder step
 const HIT_RADIUS = 12;           // 24 px touch targets
 const DOUBLE_TAP_MS = 450;
 const KEY_STEP_T = 0.1, KEY_STEP_V = 0.01, KEY_BIG = 10;
@@ -21,19 +22,20 @@ const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 const fmtT = (t) => `${roundT(t)} s`;
 const fmtV = (v) => `${Math.round(v * 100)}%`;
 
-// ---- presets (studio/schedule_editor.py computes the same points) ----
+// ---- presets (studio/ui/schedule_editor.py computes the same points) ----
 function strictlyIncreasing(points, S) {
   const kept = [points[0]];
   for (const p of points.slice(1, -1)) if (p[0] > kept[kept.length - 1][0] && p[0] < S) kept.push(p);
   kept.push(points[points.length - 1]);
   return kept;
 }
+const stepsPerSecond = () => Number(props.steps_per_second);   // the model's frame rate, set by Python
 function decayPoints(S) {
   const n = Math.max(4, Math.ceil(S / 2));
   const pts = [];
   for (let i = 0; i <= n; i++) {
     const t = i === n ? S : roundT((S * i) / n);
-    pts.push([t, roundV(Math.pow(DECAY_RATE, STEPS_PER_SECOND * t))]);
+    pts.push([t, roundV(Math.pow(DECAY_RATE, stepsPerSecond() * t))]);
   }
   return strictlyIncreasing(pts, S);
 }
@@ -82,7 +84,8 @@ const presetButtons = [
   ['constant', 'Constant', 'Full strength for the whole clip'],
   ['up', 'Ramp up', 'From silent to full strength'],
   ['down', 'Ramp down', 'From full strength to silent'],
-  ['decay', 'Decay', 'Exponential decay, 0.998 per step at 50 steps/s (the paper\u2019s schedule)'],
+  ['decay', 'Decay',
+    `Exponential decay, ${DECAY_RATE} per step at ${stepsPerSecond()} steps/s (the paper\u2019s schedule)`],
 ].map(([kind, text, tip]) => el('button', {
   type: 'button', class: 'se-btn', 'data-preset': kind, title: tip, text,
 }, tools));

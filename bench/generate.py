@@ -26,20 +26,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.steer import timed  # noqa: E402
 from bench.workloads import SHAPES, random_bank, shaped_model, steered_recipe  # noqa: E402
 from studio.decode import decode  # noqa: E402
+from studio.generate import run_decode  # noqa: E402
 from studio.model import LoadedModel, resolve_device  # noqa: E402
-from studio.recipe import Recipe, Sampling  # noqa: E402
+from studio.recipe import Recipe  # noqa: E402
+from studio.reference import run_reference, sampling_kwargs  # noqa: E402
+from studio.sampling import Sampling  # noqa: E402
 
 PROMPT, SEED = "warm lofi piano with a walking bass line", 1234
+ENGINES = {"hf": run_reference, "fast": run_decode}
 
 
 def hf_generate(loaded: LoadedModel, frames: int, sampling: Sampling) -> torch.Tensor:
-    """transformers' generate, greedy or with top-k, seeded as studio/generate.py seeds it; returns the audio."""
+    """transformers' generate with our sampling settings, seeded as the reference engine seeds it; returns the audio."""
     inputs = loaded.tokenizer([PROMPT], return_tensors="pt", padding=True).to(loaded.device)
-    kwargs = dict(do_sample=False) if sampling.greedy else dict(do_sample=True, top_k=sampling.top_k)
     torch.manual_seed(SEED)
     with torch.inference_mode():
-        return loaded.model.generate(**inputs, max_new_tokens=frames + loaded.num_codebooks - 1,
-                                     guidance_scale=sampling.guidance_scale, **kwargs)
+        return loaded.model.generate(**inputs, max_new_tokens=loaded.steps_for(frames), **sampling_kwargs(sampling))
 
 
 def greedy_agreement(loaded: LoadedModel, frames: int, guidance: float) -> str:
@@ -53,27 +55,35 @@ def greedy_agreement(loaded: LoadedModel, frames: int, guidance: float) -> str:
     ours = decode(loaded, [PROMPT], frames, sampling=greedy, with_audio=False).codes
     differ = (ours != theirs)[0].nonzero()
     first = "none" if not len(differ) else str(int((differ[:, 0] + differ[:, 1]).min()))
-    return f"greedy tokens equal to transformers': {(ours == theirs).float().mean().item():.4f} (first differing step: {first})"
+    agreement = (ours == theirs).float().mean().item()
+    return f"greedy tokens equal to transformers': {agreement:.4f} (first differing step: {first})"
 
 
 def bench_shape(shape: str, args) -> None:
     loaded = shaped_model(shape, args.device, args.dtype)
     bank = random_bank(loaded.signature, probe_points=1000 if shape == "tiny" else 8000)
     banks = {bank.concept: bank}
-    base = Recipe(seconds=args.seconds, model=loaded.model_id, prompt=PROMPT, seed=SEED,
-                  sampling=Sampling(guidance_scale=args.guidance, top_k=250))
+    base = Recipe(
+        seconds=args.seconds,
+        model=loaded.model_id,
+        prompt=PROMPT,
+        seed=SEED,
+        sampling=Sampling(guidance_scale=args.guidance, top_k=250),
+    )
     recipes = {False: base, True: steered_recipe(loaded, base, bank)}
-    steps = loaded.frames_for(args.seconds) + loaded.num_codebooks - 1
+    steps = loaded.steps_for(loaded.frames_for(args.seconds))
     configs = [("hf", False), ("fast", False)] + ([] if args.no_steer else [("hf", True), ("fast", True)])
 
     def run(engine: str, steered: bool) -> float:
-        return timed(loaded, recipes[steered], banks, engine=engine)[0]
+        return timed(loaded, recipes[steered], banks, engine=ENGINES[engine])[0]
 
     graph = loaded.device.type == "cuda"
-    print(f"\n== {loaded.model_id} on {loaded.device} ({loaded.dtype}): {loaded.num_layers} layers x "
-          f"{loaded.hidden_size}, {args.seconds:g} s = {steps} steps, CFG {args.guidance:g}, top-k 250, "
-          f"{torch.get_num_threads()} threads; fast engine {'with' if graph else 'without'} CUDA graphs; steered: "
-          f"2 controls on every layer, readout on ({len(bank.readout.centers)} probe centers)")
+    print(
+        f"\n== {loaded.model_id} on {loaded.device} ({loaded.dtype}): {loaded.num_layers} layers x "
+        f"{loaded.hidden_size}, {args.seconds:g} s = {steps} steps, CFG {args.guidance:g}, top-k 250, "
+        f"{torch.get_num_threads()} threads; fast engine {'with' if graph else 'without'} CUDA graphs; steered: "
+        f"2 controls on every layer, readout on ({len(bank.readout.centers)} probe centers)"
+    )
     for config in configs:
         run(*config)  # warm-up
     times = {config: [] for config in configs}
@@ -83,8 +93,10 @@ def bench_shape(shape: str, args) -> None:
     median = {config: statistics.median(values) for config, values in times.items()}
     for (engine, steered), value in median.items():
         runs = times[(engine, steered)]
-        print(f"{engine:>4} {'steered  ' if steered else 'unsteered'}: median {value:7.3f} s, min {min(runs):7.3f} s "
-              f"({1000 * value / steps:6.2f} ms/step; runs {', '.join(f'{t:.3f}' for t in runs)})")
+        print(
+            f"{engine:>4} {'steered  ' if steered else 'unsteered'}: median {value:7.3f} s, min {min(runs):7.3f} s "
+            f"({1000 * value / steps:6.2f} ms/step; runs {', '.join(f'{t:.3f}' for t in runs)})"
+        )
     for steered in sorted({s for _, s in configs}):
         name = "steered" if steered else "unsteered"
         print(f"speed-up fast vs transformers, {name}: {median[('hf', steered)] / median[('fast', steered)]:.2f}x")
@@ -98,8 +110,9 @@ def bench_shape(shape: str, args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default=None, help="comma list of tiny, small, large (default: small,large on "
-                        "CUDA, tiny on the CPU)")
+    parser.add_argument(
+        "--shape", default=None, help="comma list of tiny, small, large (default: small,large on CUDA, tiny on the CPU)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when present)")
     parser.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 (default: fp16 on CUDA, fp32 on the CPU)")

@@ -27,7 +27,7 @@ from probes.rfm import binary_auc, fit_rfm_layers  # noqa: E402
 def stand_in_features(n: int, layers: int, d: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[layers, n, d] features and [n] labels: noise + strength_l * (class direction), strength rising with depth."""
     gen = torch.Generator().manual_seed(seed)
-    labels = torch.randperm(n, generator=gen) % classes                          # balanced classes
+    labels = torch.randperm(n, generator=gen) % classes  # balanced classes
     X = torch.randn(layers, n, d, generator=gen)
     for layer, strength in enumerate(torch.linspace(0.3, 1.5, layers).tolist()):
         axes = torch.randn(classes, d, generator=gen)
@@ -38,11 +38,26 @@ def stand_in_features(n: int, layers: int, d: int, classes: int, seed: int) -> t
 def run_ours(X, y, Xv, yv, args) -> tuple[float, torch.Tensor, torch.Tensor]:
     _sync(args.device)
     start = time.perf_counter()
-    fits = fit_rfm_layers(X, y, Xv, yv, task="multiclass", n_classes=args.classes, one_vs_rest=True, k=1,
-                          device=args.device, bandwidth=args.bandwidth, exponent=args.exponent, reg=args.reg,
-                          iters=args.rounds, early_stop=False, m_norm="max_entry", progress=args.progress)
+    fits = fit_rfm_layers(
+        X,
+        y,
+        Xv,
+        yv,
+        task="multiclass",
+        n_classes=args.classes,
+        one_vs_rest=True,
+        k=1,
+        device=args.device,
+        bandwidth=args.bandwidth,
+        exponent=args.exponent,
+        reg=args.reg,
+        iters=args.rounds,
+        early_stop=False,
+        m_norm="max_entry",
+        progress=args.progress,
+    )
     _sync(args.device)
-    return time.perf_counter() - start, fits.val_auc, fits.directions[:, :, 0]
+    return time.perf_counter() - start, fits.val_score, fits.directions[:, :, 0]
 
 
 def run_xrfm(X, y, Xv, yv, args) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -57,13 +72,26 @@ def run_xrfm(X, y, Xv, yv, args) -> tuple[float, torch.Tensor, torch.Tensor]:
         for c in range(args.classes):
             _sync(args.device)
             start = time.perf_counter()
-            model = RFM(kernel="laplace", bandwidth=args.bandwidth, exponent=args.exponent, iters=args.rounds - 1,
-                        device=args.device, tuning_metric="auc", verbose=False,
-                        class_converter=ClassificationConverter("zero_one", 2))
+            model = RFM(
+                kernel="laplace",
+                bandwidth=args.bandwidth,
+                exponent=args.exponent,
+                iters=args.rounds - 1,
+                device=args.device,
+                tuning_metric="auc",
+                verbose=False,
+                class_converter=ClassificationConverter("zero_one", 2),
+            )
             target, target_val = ((labels == c).float()[:, None].to(args.device) for labels in (y, yv))
-            model.fit((Xl, target), (Xvl, target_val),
-                      reg=args.reg, iters=args.rounds - 1, early_stop_rfm=False, verbose=False,
-                      get_agop_best_model=True)
+            model.fit(
+                (Xl, target),
+                (Xvl, target_val),
+                reg=args.reg,
+                iters=args.rounds - 1,
+                early_stop_rfm=False,
+                verbose=False,
+                get_agop_best_model=True,
+            )
             pred = model.predict(Xvl)[:, 0]
             _sync(args.device)
             elapsed += time.perf_counter() - start
@@ -91,8 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=1, help="run both sides this many times (alternating); "
-                        "the fastest run of each counts (other load on the machine only ever slows a run down)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run both sides this many times (alternating); "
+        "the fastest run of each counts (other load on the machine only ever slows a run down)",
+    )
     parser.add_argument("--skip-xrfm", action="store_true", help="time ours only")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -102,35 +135,53 @@ def main(argv: list[str] | None = None) -> None:
     X, y = stand_in_features(args.n, args.layers, args.d, args.classes, args.seed)
     n_val = int(args.n * args.val_frac)
     X_train, X_val, y_train, y_val = X[:, n_val:], X[:, :n_val], y[n_val:], y[:n_val]
-    print(f"device {args.device} ({torch.get_num_threads()} CPU threads), {args.layers} layers x {args.classes} "
-          f"one-vs-rest probes, n_train {args.n - n_val}, n_val {n_val}, d {args.d}, {args.rounds} rounds, "
-          f"bandwidth {args.bandwidth}, exponent {args.exponent}, reg {args.reg}")
+    print(
+        f"device {args.device} ({torch.get_num_threads()} CPU threads), {args.layers} layers x {args.classes} "
+        f"one-vs-rest probes, n_train {args.n - n_val}, n_val {n_val}, d {args.d}, {args.rounds} rounds, "
+        f"bandwidth {args.bandwidth}, exponent {args.exponent}, reg {args.reg}"
+    )
 
-    warm = slice(0, min(200, args.n - n_val))                  # a small warm-up run keeps one-time set-up out of timings
-    run_ours(X_train[:1, warm], y_train[warm], X_val[:1, :100], y_val[:100],
-             argparse.Namespace(**{**vars(args), "progress": False}))
+    warm = slice(0, min(200, args.n - n_val))  # a small warm-up run keeps one-time set-up out of timings
+    run_ours(
+        X_train[:1, warm],
+        y_train[warm],
+        X_val[:1, :100],
+        y_val[:100],
+        argparse.Namespace(**{**vars(args), "progress": False}),
+    )
 
     if not args.skip_xrfm:
-        run_xrfm(X_train[:1, warm], y_train[warm], X_val[:1, :100], y_val[:100],
-                 argparse.Namespace(**{**vars(args), "classes": 1}))
+        run_xrfm(
+            X_train[:1, warm],
+            y_train[warm],
+            X_val[:1, :100],
+            y_val[:100],
+            argparse.Namespace(**{**vars(args), "classes": 1}),
+        )
     ours_runs, xrfm_runs = [], []
     for _ in range(args.repeats):
         ours_runs.append(run_ours(X_train, y_train, X_val, y_val, args))
         if not args.skip_xrfm:
             xrfm_runs.append(run_xrfm(X_train, y_train, X_val, y_val, args))
     ours_s, ours_auc, ours_top = min(ours_runs, key=lambda run: run[0])
-    print(f"ours : {ours_s:9.2f} s   mean val AUC {ours_auc.mean():.4f}   (runs: "
-          f"{', '.join(f'{run[0]:.2f}' for run in ours_runs)} s)")
+    print(
+        f"ours : {ours_s:9.2f} s   mean val AUC {ours_auc.mean():.4f}   (runs: "
+        f"{', '.join(f'{run[0]:.2f}' for run in ours_runs)} s)"
+    )
     if args.skip_xrfm:
         return
     xrfm_s, xrfm_auc, xrfm_top = min(xrfm_runs, key=lambda run: run[0])
-    print(f"xRFM : {xrfm_s:9.2f} s   mean val AUC {xrfm_auc.mean():.4f}   (runs: "
-          f"{', '.join(f'{run[0]:.2f}' for run in xrfm_runs)} s)")
+    print(
+        f"xRFM : {xrfm_s:9.2f} s   mean val AUC {xrfm_auc.mean():.4f}   (runs: "
+        f"{', '.join(f'{run[0]:.2f}' for run in xrfm_runs)} s)"
+    )
     diff = (ours_auc - xrfm_auc).abs()
     cos = (ours_top * xrfm_top).sum(-1).abs()
     print(f"speed-up (xRFM s / ours s): {xrfm_s / ours_s:.2f}x")
-    print(f"AUC |ours - xRFM|: mean {diff.mean():.5f}, max {diff.max():.5f}   "
-          f"top-direction |cos|: min {cos.min():.4f}, mean {cos.mean():.4f}")
+    print(
+        f"AUC |ours - xRFM|: mean {diff.mean():.5f}, max {diff.max():.5f}   "
+        f"top-direction |cos|: min {cos.min():.4f}, mean {cos.mean():.4f}"
+    )
     print("layer  ours AUC  xRFM AUC  max|diff|")
     for layer in range(args.layers):
         print(f"{layer:5d}  {ours_auc[layer].mean():8.4f}  {xrfm_auc[layer].mean():8.4f}  {diff[layer].max():9.5f}")

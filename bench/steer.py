@@ -35,15 +35,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench.workloads import random_bank, shaped_model, steered_recipe  # noqa: E402
 from probes.bank import ConceptBank  # noqa: E402
-from studio.generate import DEFAULT_ENGINE, generate  # noqa: E402
+from studio.generate import Engine, generate  # noqa: E402
 from studio.model import LoadedModel  # noqa: E402
-from studio.recipe import Recipe, Sampling  # noqa: E402
+from studio.recipe import Recipe  # noqa: E402
+from studio.sampling import Sampling  # noqa: E402
 
 COMMITTED_TINY_BANK = ROOT / "assets" / "banks" / "tiny" / "notes"
 
 
-def timed(loaded: LoadedModel, recipe: Recipe, banks: dict, readout_every: int | None = None,
-          engine: str = DEFAULT_ENGINE) -> tuple[float, float]:
+def timed(
+    loaded: LoadedModel, recipe: Recipe, banks: dict, readout_every: int | None = None, engine: Engine | None = None
+) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one generation, with a step listener as the studio has."""
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
@@ -56,8 +58,10 @@ def timed(loaded: LoadedModel, recipe: Recipe, banks: dict, readout_every: int |
 
 def summary(name: str, runs: list[tuple[float, float]]) -> tuple[float, float, float]:
     walls, cpus = [w for w, _ in runs], [c for _, c in runs]
-    print(f"{name:10s} wall: min {min(walls):.3f} s, median {statistics.median(walls):.3f} s; "
-          f"CPU: min {min(cpus):.3f} s, median {statistics.median(cpus):.3f} s")
+    print(
+        f"{name:10s} wall: min {min(walls):.3f} s, median {statistics.median(walls):.3f} s; "
+        f"CPU: min {min(cpus):.3f} s, median {statistics.median(cpus):.3f} s"
+    )
     return min(walls), statistics.median(walls), min(cpus)
 
 
@@ -66,12 +70,27 @@ def instructions(args, variant: str) -> int:
     (instrumentation switched on only around that generation, after a warm-up one)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
-        child = [sys.executable, __file__, "--child", variant, "--seconds", str(args.seconds or 10.0),
-                 "--guidance", str(args.guidance), "--threads", "1", "--shape", args.shape]
+        child = [
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--seconds",
+            str(args.seconds or 10.0),
+            "--guidance",
+            str(args.guidance),
+            "--threads",
+            "1",
+            "--shape",
+            args.shape,
+        ]
         child += ["--probe-points", str(args.probe_points)] if args.probe_points else []
         child += ["--readout-every", str(args.readout_every)] if args.readout_every else []
-        subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *child],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *child],
+            check=True,
+            capture_output=True,
+        )
         totals = next(line for line in out.read_text().splitlines() if line.startswith("totals:"))
         return int(totals.split()[1])
 
@@ -87,8 +106,13 @@ def setup(args) -> tuple[LoadedModel, dict, Recipe, Recipe, str]:
         bank = random_bank(loaded.signature, probe_points=points)
         about = "a random bank"
     about += f", readout at layer {bank.readout_layer} ({len(bank.readout.centers)} probe centers)"
-    base = Recipe(seconds=args.seconds or 10.0, model=loaded.model_id, prompt="warm lofi piano", seed=1234,
-                  sampling=Sampling(guidance_scale=args.guidance))
+    base = Recipe(
+        seconds=args.seconds or 10.0,
+        model=loaded.model_id,
+        prompt="warm lofi piano",
+        seed=1234,
+        sampling=Sampling(guidance_scale=args.guidance),
+    )
     return loaded, {bank.concept: bank}, base, steered_recipe(loaded, base, bank), about
 
 
@@ -114,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readout-every", type=int, default=None, help="live readout period in steps")
     parser.add_argument("--probe-points", type=int, default=None, help="readout probe centers (default by shape)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--instructions", action="store_true",
-                        help="also count instructions of one generation of each under valgrind (CPU, slow)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions of one generation of each under valgrind (CPU, slow)",
+    )
     parser.add_argument("--child", choices=("unsteered", "steered"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -125,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_child(args)
 
     loaded, banks, base, steered, about = setup(args)
-    print(f"model {loaded.model_id} on {loaded.device} ({loaded.dtype}), {loaded.num_layers} layers x "
-          f"{loaded.hidden_size}, {base.seconds:g} s, CFG {args.guidance:g}, {torch.get_num_threads()} CPU threads; "
-          f"steered: {len(steered.controls)} controls on all {loaded.num_layers} layers; {about}")
+    print(
+        f"model {loaded.model_id} on {loaded.device} ({loaded.dtype}), {loaded.num_layers} layers x "
+        f"{loaded.hidden_size}, {base.seconds:g} s, CFG {args.guidance:g}, {torch.get_num_threads()} CPU threads; "
+        f"steered: {len(steered.controls)} controls on all {loaded.num_layers} layers; {about}"
+    )
     timed(loaded, base, banks, args.readout_every)  # warm-up
     timed(loaded, steered, banks, args.readout_every)
     plain, steer = [], []
@@ -141,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.instructions:
         counts = {variant: instructions(args, variant) for variant in ("unsteered", "steered")}
         ratio = counts["steered"] / counts["unsteered"]
-        print(f"instructions (callgrind, one generation): unsteered {counts['unsteered']:,}, steered "
-              f"{counts['steered']:,}; ratio {ratio:.4f} ({100 * (ratio - 1):+.2f}%)")
+        print(
+            f"instructions (callgrind, one generation): unsteered {counts['unsteered']:,}, steered "
+            f"{counts['steered']:,}; ratio {ratio:.4f} ({100 * (ratio - 1):+.2f}%)"
+        )
     return 0
 
 

@@ -8,13 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from probes.bank import BankError
+from probes.bank import POOLINGS
 from probes.evaluate.cli import add_eval_arguments, run_eval
-from probes.rfm import RFMError, check_hparams
-from probes.syntheory import CONCEPTS, SynTheoryError
-from studio.cli import UsageError, _Parser
-from studio.model import ModelLoadError
-
+from probes.rfm import check_hparams
+from probes.syntheory import CONCEPTS
+from studio.cli import OneLineParser
+from studio.errors import InputError, RFMError, StudioError
 
 CENTERING = {"no": False, "yes": True, "search": [False, True]}
 
@@ -40,7 +39,7 @@ def _layer_token(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m probes", description="Train and evaluate RFM concept banks.")
+    parser = OneLineParser(prog="python -m probes", description="Train and evaluate RFM concept banks.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="render a SynTheory concept, fit RFM probes per layer, save a bank")
     train.add_argument("--model", default="tiny", help="hub id, save_pretrained folder or 'tiny'")
@@ -51,21 +50,46 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-per-class", type=int, help="seeded cap on clips per class")
     train.add_argument("--components", type=int, default=4, help="eigenvectors kept per layer and class (K >= 4)")
     train.add_argument("--readout-layer", default="best", help="'best' or a layer index (one of --layers)")
-    train.add_argument("--layers", nargs="+", type=_layer_token, metavar="L",
-                       help="decoder layers to train probes on: indices and inclusive ranges, e.g. '6 12 18' or "
-                            "'4-8' (default: all); the others stay untrained")
-    search = train.add_argument_group("RFM hyper-parameter search", "Lists are searched: every probe keeps its "
-                                      "best combination on the validation split.")
-    search.add_argument("--bandwidth-multiples", nargs="+", type=float, metavar="X",
-                        help="kernel bandwidths as multiples of the median pairwise distance of the training "
-                             "activations (default: 0.5 1 2)")
-    search.add_argument("--exponents", nargs="+", type=float, metavar="G",
-                        help="kernel exponents in (0, 2]: 1 is the Laplace kernel, 2 the Gaussian (default: 1)")
-    search.add_argument("--regs", nargs="+", type=float, metavar="R",
-                        help="ridge regularisation added to the kernel matrix, >= 0 (default: 1e-3)")
-    search.add_argument("--center-grads", choices=sorted(CENTERING),
-                        help="subtract the mean gradient before the AGOP: no (default), yes, or search both")
-    train.add_argument("--pooling", default="mean", choices=["mean", "last", "max"])
+    train.add_argument(
+        "--layers",
+        nargs="+",
+        type=_layer_token,
+        metavar="L",
+        help="decoder layers to train probes on: indices and inclusive ranges, e.g. '6 12 18' or "
+        "'4-8' (default: all); the others stay untrained",
+    )
+    search = train.add_argument_group(
+        "RFM hyper-parameter search",
+        "Lists are searched: every probe keeps its best combination on the validation split.",
+    )
+    search.add_argument(
+        "--bandwidth-multiples",
+        nargs="+",
+        type=float,
+        metavar="X",
+        help="kernel bandwidths as multiples of the median pairwise distance of the training "
+        "activations (default: 0.5 1 2)",
+    )
+    search.add_argument(
+        "--exponents",
+        nargs="+",
+        type=float,
+        metavar="G",
+        help="kernel exponents in (0, 2]: 1 is the Laplace kernel, 2 the Gaussian (default: 1)",
+    )
+    search.add_argument(
+        "--regs",
+        nargs="+",
+        type=float,
+        metavar="R",
+        help="ridge regularisation added to the kernel matrix, >= 0 (default: 1e-3)",
+    )
+    search.add_argument(
+        "--center-grads",
+        choices=sorted(CENTERING),
+        help="subtract the mean gradient before the AGOP: no (default), yes, or search both",
+    )
+    train.add_argument("--pooling", default="mean", choices=POOLINGS)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     train.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
@@ -74,23 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> int:
+    from probes.figures import auc_by_layer_figure, save_figure
     from probes.train import BANDWIDTH_MULTIPLES, TrainOptions, train_concept_bank
     from studio.model import load_model
-    from studio.plots import auc_by_layer_figure, save_figure
 
     if args.components < 4:
-        raise UsageError(f"--components must be at least 4, got {args.components}")
+        raise InputError(f"--components must be at least 4, got {args.components}")
     readout = int(args.readout_layer) if args.readout_layer.isdigit() else args.readout_layer
     if readout != "best" and not isinstance(readout, int):
-        raise UsageError(f"--readout-layer must be 'best' or a layer index, got '{args.readout_layer}'")
+        raise InputError(f"--readout-layer must be 'best' or a layer index, got '{args.readout_layer}'")
     layers = _layer_list(args.layers)
     hparams = _search_hparams(args)
-    loaded = load_model(args.model, device=args.device, warmup=False)
-    _check_against_model(args, loaded, layers, readout)   # before any clip is rendered
-    options = TrainOptions(instruments=args.instruments, octaves=args.octaves, max_per_class=args.max_per_class,
-                           seed=args.seed, pooling=args.pooling, components=args.components, readout_layer=readout,
-                           layers=layers, bandwidth_multiples=tuple(args.bandwidth_multiples or BANDWIDTH_MULTIPLES),
-                           hparams=hparams, cache_dir=args.cache_dir, device=args.device)
+    loaded = load_model(args.model, device=args.device)
+    _check_against_model(args, loaded, layers, readout)  # before any clip is rendered
+    same_name = ("instruments", "octaves", "max_per_class", "seed", "pooling", "components", "cache_dir", "device")
+    options = TrainOptions(
+        **{name: getattr(args, name) for name in same_name},
+        readout_layer=readout,
+        layers=layers,
+        bandwidth_multiples=tuple(args.bandwidth_multiples or BANDWIDTH_MULTIPLES),
+        hparams=hparams,
+    )
     bank = train_concept_bank(loaded, args.concept, options)
     out = Path(args.out)
     bank.save(out)
@@ -107,14 +135,14 @@ def _layer_list(tokens: list[list[int]] | None) -> tuple[int, ...] | None:
     layers = [layer for token in tokens for layer in token]
     repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
     if repeated:
-        raise UsageError(f"--layers names layer(s) {', '.join(map(str, repeated))} more than once")
+        raise InputError(f"--layers names layer(s) {', '.join(map(str, repeated))} more than once")
     return tuple(sorted(layers))
 
 
 def _search_hparams(args) -> dict:
     """The RFM search options given on the command line (absent ones keep the defaults), checked before any work."""
     if args.bandwidth_multiples and min(args.bandwidth_multiples) <= 0:
-        raise UsageError(f"--bandwidth-multiples must all be > 0, got {args.bandwidth_multiples}")
+        raise InputError(f"--bandwidth-multiples must all be > 0, got {args.bandwidth_multiples}")
     hparams = {}
     for flag, name, values in (("--exponents", "exponent", args.exponents), ("--regs", "reg", args.regs)):
         if values:
@@ -122,7 +150,7 @@ def _search_hparams(args) -> dict:
             try:
                 check_hparams({name: hparams[name]})
             except RFMError as err:
-                raise UsageError(f"{flag}: {err}") from None
+                raise InputError(f"{flag}: {err}") from None
     if args.center_grads is not None:
         hparams["center_grads"] = CENTERING[args.center_grads]
     return hparams
@@ -132,25 +160,30 @@ def _check_against_model(args, loaded, layers: tuple[int, ...] | None, readout: 
     """Refuse layers, readout layer and component counts the model cannot have."""
     top = loaded.num_layers - 1
     if layers is not None and (layers[0] < 0 or layers[-1] > top):
-        raise UsageError(f"--layers must be decoder layers 0..{top} of {loaded.model_id}, got "
-                         f"{' '.join(map(str, layers))}")
+        raise InputError(
+            f"--layers must be decoder layers 0..{top} of {loaded.model_id}, got {' '.join(map(str, layers))}"
+        )
     if isinstance(readout, int):
         if readout > top:
-            raise UsageError(f"--readout-layer must be a decoder layer 0..{top} of {loaded.model_id}, got {readout}")
+            raise InputError(f"--readout-layer must be a decoder layer 0..{top} of {loaded.model_id}, got {readout}")
         if layers is not None and readout not in layers:
-            raise UsageError(f"--readout-layer {readout} is not among --layers ({' '.join(map(str, layers))}); "
-                             f"add it there or use 'best'")
+            raise InputError(
+                f"--readout-layer {readout} is not among --layers ({' '.join(map(str, layers))}); "
+                f"add it there or use 'best'"
+            )
     if args.components > loaded.hidden_size:
-        raise UsageError(f"--components must be at most the hidden size of {loaded.model_id} "
-                         f"({loaded.hidden_size}), got {args.components}")
+        raise InputError(
+            f"--components must be at most the hidden size of {loaded.model_id} "
+            f"({loaded.hidden_size}), got {args.components}"
+        )
 
 
 def summary_table(bank) -> str:
     """Validation score per trained layer: mean, worst and best class, the readout layer starred."""
     metric = bank.val_metric.upper()
     rows = [f"{'layer':>5}  {'mean ' + metric:>9}  {'min':>6}  {'max':>6}"]
-    for layer in bank.layers:                                   # untrained layers have no score to show
-        scores = bank.val_auc[layer]
+    for layer in bank.layers:  # untrained layers have no score to show
+        scores = bank.val_score[layer]
         star = "  * readout" if layer == bank.readout_layer else ""
         rows.append(f"{layer:>5}  {scores.mean():>9.3f}  {scores.min():>6.3f}  {scores.max():>6.3f}{star}")
     return "\n".join(rows)
@@ -161,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         return {"train": run_train, "eval": run_eval}[args.command](args)
-    except (UsageError, ModelLoadError, SynTheoryError, BankError, RFMError) as err:
+    except StudioError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -20,22 +20,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from probes.bank import POOLINGS
 from studio.files import atomic_path
-from studio.model import LoadedModel
+from studio.model import LoadedModel, apply_delay
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "last", "max")
 CACHE_VERSION = 1
 
 
 def delayed_decoder_input(codes: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """[B, K, F] codes -> [B, K, F + K - 1] decoder inputs: BOS at step 0, codebook k delayed by k steps, pad elsewhere."""
-    batch, books, frames = codes.shape
-    ids = torch.full((batch, books, frames + books), pad_id, dtype=torch.long, device=codes.device)
-    for k in range(books):
-        ids[:, k, k + 1: k + 1 + frames] = codes[:, k]
-    return ids[..., : frames + books - 1]
+    """[B, K, F] codes -> [B, K, F + K - 1] decoder inputs: BOS at step 0, codebook k delayed by k steps, pad elsewhere
+    (the delay grid without its last column, which only the step after the clip would read)."""
+    return apply_delay(codes, pad_id)[..., :-1]
 
 
 def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -58,7 +55,9 @@ def encode_clips(loaded: LoadedModel, audio: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def layer_states(loaded: LoadedModel, audio: torch.Tensor, poolings: Sequence[str] = ("mean",)) -> dict[str, torch.Tensor]:
+def layer_states(
+    loaded: LoadedModel, audio: torch.Tensor, poolings: Sequence[str] = ("mean",)
+) -> dict[str, torch.Tensor]:
     """Pooled outputs of every decoder layer for a batch of equal-length clips: {pooling: [B, L, d] float32 on CPU}."""
     model = loaded.model
     codes = encode_clips(loaded, audio)
@@ -66,8 +65,9 @@ def layer_states(loaded: LoadedModel, audio: torch.Tensor, poolings: Sequence[st
     ids = delayed_decoder_input(codes, model.config.decoder.pad_token_id)
     text = loaded.tokenizer([""] * batch, return_tensors="pt").to(loaded.device)
     captured: list[torch.Tensor] = []
-    handles = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-               for layer in loaded.decoder_layers()]
+    handles = [
+        layer.register_forward_hook(lambda _m, _i, out: captured.append(out)) for layer in loaded.decoder_layers()
+    ]
     try:
         model(**text, decoder_input_ids=ids.reshape(batch * loaded.num_codebooks, -1), use_cache=False)
     finally:
@@ -76,8 +76,13 @@ def layer_states(loaded: LoadedModel, audio: torch.Tensor, poolings: Sequence[st
     return {p: torch.stack([_pool(s.float(), p) for s in captured], dim=1).cpu() for p in poolings}
 
 
-def extract_activations(loaded: LoadedModel, clips: Sequence[np.ndarray], poolings: Sequence[str] = ("mean",),
-                        batch_size: int = 8, progress: bool = True) -> dict[str, torch.Tensor]:
+def extract_activations(
+    loaded: LoadedModel,
+    clips: Sequence[np.ndarray],
+    poolings: Sequence[str] = ("mean",),
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
     """Pooled layer outputs for clips (float arrays at the model's rate): {pooling: [N, L, d]} in the clips' order.
 
     Clips are batched with others of the same length, so no padding enters the pooled states.
@@ -91,7 +96,7 @@ def extract_activations(loaded: LoadedModel, clips: Sequence[np.ndarray], poolin
     with tqdm(total=len(clips), desc="activations", unit="clip", disable=not progress) as bar:
         for indices in by_length.values():
             for start in range(0, len(indices), batch_size):
-                chunk = indices[start: start + batch_size]
+                chunk = indices[start : start + batch_size]
                 audio = torch.from_numpy(np.stack([np.asarray(clips[i], dtype=np.float32) for i in chunk]))
                 for p, states in layer_states(loaded, audio, poolings).items():
                     out[p][chunk] = states
@@ -101,15 +106,26 @@ def extract_activations(loaded: LoadedModel, clips: Sequence[np.ndarray], poolin
 
 def cache_key(loaded: LoadedModel, dataset_key: str, pooling: str) -> str:
     """Activations depend on the model (signature, weights, dtype), the clips and the pooling."""
-    parts = {"v": CACHE_VERSION, "model": loaded.signature.__dict__, "weights": loaded.weights_fingerprint,
-             "dtype": str(loaded.dtype),
-             "dataset": dataset_key, "pooling": pooling}
+    parts = {
+        "v": CACHE_VERSION,
+        "model": loaded.signature.__dict__,
+        "weights": loaded.weights_fingerprint,
+        "dtype": str(loaded.dtype),
+        "dataset": dataset_key,
+        "pooling": pooling,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def cached_activations(loaded: LoadedModel, clips: Callable[[], Sequence[np.ndarray]], dataset_key: str,
-                       cache_dir: str | Path, pooling: str = "mean", batch_size: int = 8,
-                       progress: bool = True) -> torch.Tensor:
+def cached_activations(
+    loaded: LoadedModel,
+    clips: Callable[[], Sequence[np.ndarray]],
+    dataset_key: str,
+    cache_dir: str | Path,
+    pooling: str = "mean",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> torch.Tensor:
     """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss.
 
     Every pooling is computed in the same pass and cached, since the forward pass is the expensive part. An unreadable
@@ -138,8 +154,13 @@ def _read_cache(path: Path, loaded: LoadedModel) -> torch.Tensor | None:
         log.warning("activation cache %s is unreadable (%s); recomputing it", path, str(err).splitlines()[0])
         return None
     if acts.ndim != 3 or tuple(acts.shape[1:]) != (loaded.num_layers, loaded.hidden_size):
-        log.warning("activation cache %s has shape %s, expected [N, %d, %d]; recomputing it", path,
-                    list(acts.shape), loaded.num_layers, loaded.hidden_size)
+        log.warning(
+            "activation cache %s has shape %s, expected [N, %d, %d]; recomputing it",
+            path,
+            list(acts.shape),
+            loaded.num_layers,
+            loaded.hidden_size,
+        )
         return None
     return acts
 

@@ -3,7 +3,7 @@
 A bank holds, for every decoder layer l and class c, the top-K eigenvectors of the AGOP of the one-vs-rest RFM probe of
 class c at layer l (``directions[l, c, k]``, unit vectors, largest eigenvalue first), each signed so that moving along
 +v raises the probe's class score (mean directional derivative over its training points); the validation score of each
-of those probes (``val_auc[l, c]``); and a multiclass readout probe at one layer.
+of those probes (``val_score[l, c]``); and a multiclass readout probe at one layer.
 
 A bank may be trained on a subset of the decoder layers (``layers``, ascending; default all), which keeps quick runs on
 big models cheap. The tensors keep their full per-layer shape so that layer indices mean the same in every bank; an
@@ -12,11 +12,11 @@ layer ranking could pick), and the readout layer is always a trained one. Banks 
 every layer.
 
 Regression concepts (tempos) have the single class ``"value"``: one regression probe per layer, directions signed to
-raise the predicted value, and ``val_auc`` holds the validation R^2 instead of an AUC (``val_metric == "r2"``); R^2 is
+raise the predicted value, and ``val_score`` holds the validation R^2 instead of an AUC (``val_metric == "r2"``); R^2 is
 1 for a perfect fit, 0 for predicting the mean, and negative for worse. Their readout predicts the value
 (``readout.predict``) and has no class probabilities.
 
-On disk a bank is a folder: ``bank.safetensors`` (directions, val_auc, eigenvalues, the readout probe's tensors) and
+On disk a bank is a folder: ``bank.safetensors`` (directions, val_score, eigenvalues, the readout probe's tensors) and
 ``bank.json`` (format version, concept, classes, model signature, pooling, hyper-parameters, dataset, trained layers,
 readout layer, K, tensor shapes and the sha256 of the safetensors file). Saving writes a temporary folder and renames
 it into place, so a good bank is never replaced by a half-written one. Loading verifies checksum, shapes, directions,
@@ -40,7 +40,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from probes.rfm import DEFAULT_HPARAMS, RFMError, RFMProbe, fit_rfm, fit_rfm_layers
+from probes.rfm import RFMProbe
+from studio.errors import BankError, RFMError
 from studio.model import ModelSignature
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,10 @@ BANK_FORMAT = "musicrfm-concept-bank"
 BANK_VERSION = 1
 TENSORS_FILE = "bank.safetensors"
 META_FILE = "bank.json"
-POOLINGS = ("mean", "last", "max")
+POOLINGS = ("mean", "last", "max")  # how a clip's per-step states become one vector (probes/activations.py)
 REGRESSION_CLASSES = ["value"]
 _READOUT_PREFIX = "readout."
 _UNIT_TOLERANCE = 1e-3
-
-
-class BankError(Exception):
-    """A concept bank cannot be built, saved, loaded or used as asked; the message says what to do."""
 
 
 def train_command(model_id: str, concept: str, out: str | os.PathLike = "<folder>") -> str:
@@ -64,24 +61,20 @@ def train_command(model_id: str, concept: str, out: str | os.PathLike = "<folder
     return f"python -m probes train --model {model_id} --concept {concept} --out {out}"
 
 
-def describe_signature(sig: ModelSignature) -> str:
-    return f"{sig.model_id} (hash {sig.config_hash}, {sig.num_layers} layers, d={sig.hidden_size})"
-
-
 @dataclass
 class ConceptBank:
-    concept: str                    # "notes", "chords", ...
-    classes: list[str]              # class names; ["value"] for regression concepts
-    directions: torch.Tensor        # [L, C, K, d] float32 unit vectors (see module docstring)
-    val_auc: torch.Tensor           # [L, C] float32 validation AUC (R^2 for regression concepts)
-    readout_layer: int              # decoder layer of the readout probe
-    readout: RFMProbe               # multiclass (or regression) probe at readout_layer
-    signature: ModelSignature       # the model the bank was trained for
-    pooling: str                    # "mean" | "last" | "max"
-    hparams: dict                   # RFM hyper-parameters used
-    dataset: dict                   # description of the training data
+    concept: str  # "notes", "chords", ...
+    classes: list[str]  # class names; ["value"] for regression concepts
+    directions: torch.Tensor  # [L, C, K, d] float32 unit vectors (see module docstring)
+    val_score: torch.Tensor  # [L, C] float32 validation AUC (R^2 for regression concepts)
+    readout_layer: int  # decoder layer of the readout probe
+    readout: RFMProbe  # multiclass (or regression) probe at readout_layer
+    signature: ModelSignature  # the model the bank was trained for
+    pooling: str  # "mean" | "last" | "max"
+    hparams: dict  # RFM hyper-parameters used
+    dataset: dict  # description of the training data
     eigenvalues: torch.Tensor | None = None  # [L, C, K] float32 AGOP eigenvalues of the directions (M rescaled)
-    val_metric: str = "auc"         # "auc", or "r2" for regression concepts
+    val_metric: str = "auc"  # "auc", or "r2" for regression concepts
     layers: tuple[int, ...] | None = None  # trained decoder layers, ascending; None: every layer
 
     def __post_init__(self):
@@ -94,9 +87,9 @@ class ConceptBank:
         return self.directions.shape[0]
 
     @property
-    def trained_val_auc(self) -> torch.Tensor:
+    def trained_val_score(self) -> torch.Tensor:
         """[len(layers), C]: the validation scores of the trained layers only (the others are NaN)."""
-        return self.val_auc[list(self.layers)]
+        return self.val_score[list(self.layers)]
 
     def is_trained(self, layer: int) -> bool:
         return layer in self.layers
@@ -117,41 +110,52 @@ class ConceptBank:
         try:
             return self.classes.index(name)
         except ValueError:
-            raise BankError(f"the {self.concept!r} bank has no class {name!r}; available classes: "
-                            f"{', '.join(self.classes)}") from None
+            raise BankError(
+                f"the {self.concept!r} bank has no class {name!r}; available classes: {', '.join(self.classes)}"
+            ) from None
 
     def validate(self, where: str = "the bank") -> None:
         """Check shapes against the signature and classes, the trained layers, that every trained direction is a finite
         unit vector with a finite score and that untrained layers hold zero directions and NaN scores."""
         L, C, d = self.signature.num_layers, len(self.classes), self.signature.hidden_size
         if self.directions.ndim != 4 or self.directions.shape[:2] != (L, C) or self.directions.shape[3] != d:
-            raise BankError(f"{where} has directions of shape {list(self.directions.shape)}, expected "
-                            f"[{L}, {C}, K, {d}] for {describe_signature(self.signature)} and {C} classes")
-        if tuple(self.val_auc.shape) != (L, C):
-            raise BankError(f"{where} has val_auc of shape {list(self.val_auc.shape)}, expected [{L}, {C}]")
+            raise BankError(
+                f"{where} has directions of shape {list(self.directions.shape)}, expected "
+                f"[{L}, {C}, K, {d}] for {self.signature.describe()} and {C} classes"
+            )
+        if tuple(self.val_score.shape) != (L, C):
+            raise BankError(f"{where} has val_score of shape {list(self.val_score.shape)}, expected [{L}, {C}]")
         if self.eigenvalues is not None and tuple(self.eigenvalues.shape) != tuple(self.directions.shape[:3]):
-            raise BankError(f"{where} has eigenvalues of shape {list(self.eigenvalues.shape)}, expected "
-                            f"{list(self.directions.shape[:3])}")
+            raise BankError(
+                f"{where} has eigenvalues of shape {list(self.eigenvalues.shape)}, expected "
+                f"{list(self.directions.shape[:3])}"
+            )
         check_layers(self.layers, L, f"the trained layers of {where}")
         trained = list(self.layers)
-        if not torch.isfinite(self.val_auc[trained]).all():
+        if not torch.isfinite(self.val_score[trained]).all():
             raise BankError(f"{where} has NaN/infinite validation scores; retrain it")
         if self.readout_layer not in self.layers:
-            raise BankError(f"{where} has readout layer {self.readout_layer}, which is not one of its trained "
-                            f"{self.describe_layers()}")
+            raise BankError(
+                f"{where} has readout layer {self.readout_layer}, which is not one of its trained "
+                f"{self.describe_layers()}"
+            )
         if self.pooling not in POOLINGS:
             raise BankError(f"{where} has pooling {self.pooling!r}; expected one of {POOLINGS}")
         self._validate_untrained(where)
         directions = self.directions[trained]
         if not torch.isfinite(directions).all():
             bad = _first_bad((~torch.isfinite(directions)).any(-1))
-            raise BankError(f"{where} has NaN/infinite directions (first at layer {trained[bad[0]]}, class "
-                            f"{self.classes[bad[1]]!r}); retrain it")
+            raise BankError(
+                f"{where} has NaN/infinite directions (first at layer {trained[bad[0]]}, class "
+                f"{self.classes[bad[1]]!r}); retrain it"
+            )
         norms = directions.norm(dim=-1)
         if (norms < 1e-6).any():
             bad = _first_bad(norms < 1e-6)
-            raise BankError(f"{where} has zero-norm directions (first at layer {trained[bad[0]]}, class "
-                            f"{self.classes[bad[1]]!r}, component {bad[2]}); retrain it")
+            raise BankError(
+                f"{where} has zero-norm directions (first at layer {trained[bad[0]]}, class "
+                f"{self.classes[bad[1]]!r}, component {bad[2]}); retrain it"
+            )
         if ((norms - 1).abs() > _UNIT_TOLERANCE).any():
             raise BankError(f"{where} has directions that are not unit vectors; retrain it")
         if self.readout.centers.shape[1] != d:
@@ -162,13 +166,16 @@ class ConceptBank:
         untrained = [layer for layer in range(self.num_layers) if layer not in self.layers]
         if not untrained:
             return
-        if not torch.isnan(self.val_auc[untrained]).all():
-            raise BankError(f"{where} has validation scores on layers it was not trained on (it has "
-                            f"{self.describe_layers()}); retrain it")
+        if not torch.isnan(self.val_score[untrained]).all():
+            raise BankError(
+                f"{where} has validation scores on layers it was not trained on (it has "
+                f"{self.describe_layers()}); retrain it"
+            )
         tensors = [self.directions[untrained]] + ([] if self.eigenvalues is None else [self.eigenvalues[untrained]])
         if any(bool(t.ne(0).any()) for t in tensors):
-            raise BankError(f"{where} has directions on layers it was not trained on (it has "
-                            f"{self.describe_layers()}); retrain it")
+            raise BankError(
+                f"{where} has directions on layers it was not trained on (it has {self.describe_layers()}); retrain it"
+            )
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the bank folder atomically: a temporary sibling folder, renamed into place only when complete.
@@ -186,7 +193,7 @@ class ConceptBank:
             save_file(tensors, str(tmp / TENSORS_FILE))
             meta["sha256"] = _sha256(tmp / TENSORS_FILE)
             _write_text(tmp / META_FILE, json.dumps(meta, indent=2, allow_nan=False) + "\n")
-            for file in (TENSORS_FILE, META_FILE):                    # mkdtemp and safetensors make owner-only files
+            for file in (TENSORS_FILE, META_FILE):  # mkdtemp and safetensors make owner-only files
                 os.chmod(tmp / file, 0o644)
             os.chmod(tmp, 0o755)
             _swap_into_place(tmp, path)
@@ -199,17 +206,27 @@ class ConceptBank:
 
     def _to_files(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         readout_tensors, readout_scalars = self.readout.state_dict()
-        tensors = {"directions": self.directions, "val_auc": self.val_auc}
+        tensors = {"directions": self.directions, "val_score": self.val_score}
         if self.eigenvalues is not None:
             tensors["eigenvalues"] = self.eigenvalues
         tensors.update({_READOUT_PREFIX + k: v for k, v in readout_tensors.items()})
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
-        meta = {"format": BANK_FORMAT, "version": BANK_VERSION, "concept": self.concept, "classes": list(self.classes),
-                "signature": {f.name: getattr(self.signature, f.name) for f in fields(ModelSignature)},
-                "pooling": self.pooling, "hparams": self.hparams, "dataset": self.dataset,
-                "layers": list(self.layers), "readout_layer": int(self.readout_layer), "K": int(self.num_components),
-                "val_metric": self.val_metric,
-                "readout": readout_scalars, "tensors": {k: list(v.shape) for k, v in tensors.items()}}
+        meta = {
+            "format": BANK_FORMAT,
+            "version": BANK_VERSION,
+            "concept": self.concept,
+            "classes": list(self.classes),
+            "signature": {f.name: getattr(self.signature, f.name) for f in fields(ModelSignature)},
+            "pooling": self.pooling,
+            "hparams": self.hparams,
+            "dataset": self.dataset,
+            "layers": list(self.layers),
+            "readout_layer": int(self.readout_layer),
+            "K": int(self.num_components),
+            "val_metric": self.val_metric,
+            "readout": readout_scalars,
+            "tensors": {k: list(v.shape) for k, v in tensors.items()},
+        }
         try:
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as err:
@@ -217,17 +234,14 @@ class ConceptBank:
         return tensors, meta
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect: ModelSignature | None = None) -> "ConceptBank":
-        """Read and verify a bank folder; with ``expect``, refuse a bank trained for another model."""
+    def load(cls, path: str | os.PathLike) -> "ConceptBank":
+        """Read and verify a bank folder (checksum, shapes, directions, trained layers). Whether it fits the loaded
+        model is studio.banks's check."""
         path = Path(path)
         meta = _read_meta(path)
         concept = str(meta.get("concept", "<concept>"))
         signature = _meta_signature(meta, path)
         retrain = train_command(signature.model_id, concept, path)
-        if expect is not None and _signature_key(signature) != _signature_key(expect):
-            raise BankError(f"the concept bank at {path} was trained for {describe_signature(signature)} but the "
-                            f"loaded model is {describe_signature(expect)}; use a bank trained for this model or "
-                            f"train one with: {train_command(expect.model_id, concept)}")
         tensor_file = path / TENSORS_FILE
         damaged = f"the concept bank file {tensor_file} is damaged ({{}}); retrain it with: {retrain}"
         if not tensor_file.is_file():
@@ -243,72 +257,29 @@ class ConceptBank:
         if {k: list(v.shape) for k, v in tensors.items()} != expected_shapes:
             raise BankError(damaged.format("its tensors do not match the shapes recorded in bank.json"))
         try:
-            readout = RFMProbe.from_state({k[len(_READOUT_PREFIX):]: v for k, v in tensors.items()
-                                           if k.startswith(_READOUT_PREFIX)}, meta["readout"])
-            bank = cls(concept=concept, classes=[str(c) for c in meta["classes"]], directions=tensors["directions"],
-                       val_auc=tensors["val_auc"], readout_layer=int(meta["readout_layer"]), readout=readout,
-                       signature=signature, pooling=str(meta["pooling"]), hparams=dict(meta["hparams"]),
-                       dataset=dict(meta["dataset"]), eigenvalues=tensors.get("eigenvalues"),
-                       val_metric=str(meta.get("val_metric", "auc")), layers=_meta_layers(meta))
+            readout = RFMProbe.from_state(
+                {k[len(_READOUT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_READOUT_PREFIX)},
+                meta["readout"],
+            )
+            bank = cls(
+                concept=concept,
+                classes=[str(c) for c in meta["classes"]],
+                directions=tensors["directions"],
+                val_score=tensors["val_score"],
+                readout_layer=int(meta["readout_layer"]),
+                readout=readout,
+                signature=signature,
+                pooling=str(meta["pooling"]),
+                hparams=dict(meta["hparams"]),
+                dataset=dict(meta["dataset"]),
+                eigenvalues=tensors.get("eigenvalues"),
+                val_metric=str(meta.get("val_metric", "auc")),
+                layers=_meta_layers(meta),
+            )
         except (KeyError, TypeError, ValueError, RFMError) as err:
             raise BankError(damaged.format(f"incomplete metadata or tensors: {err!r}")) from None
         bank.validate(where=f"the concept bank at {path}")
         return bank
-
-
-def build_bank(concept: str, classes: list[str], acts_train: torch.Tensor, y_train, acts_val: torch.Tensor, y_val,
-               signature: ModelSignature, *, k: int = 4, pooling: str = "mean", readout_layer: int | str = "best",
-               hparams: dict | None = None, dataset: dict | None = None, layers=None, device=None,
-               progress: bool = True) -> ConceptBank:
-    """Train a ConceptBank from pooled activations acts_train [L, n, d] / acts_val [L, n_val, d].
-
-    Classification: y are class indices into ``classes`` (C >= 2); per layer and class a one-vs-rest RFM probe gives
-    the top-k AGOP eigenvectors and the validation AUC. Regression (``classes == ["value"]``): y are float values, one
-    regression probe per layer, scored by R^2. ``layers``: the decoder layers to train (default all); the others are
-    left untrained (see the module docstring). The readout probe (multiclass, or regression) is fitted at
-    ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean validation score (the
-    earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
-    ``probes.rfm.DEFAULT_HPARAMS``.
-    """
-    classes = [str(c) for c in classes]
-    regression = classes == REGRESSION_CLASSES
-    if not regression and len(classes) < 2:
-        raise BankError(f"a classification concept needs at least 2 classes, got {classes}; "
-                        f"use classes={REGRESSION_CLASSES} for a regression concept")
-    if len(set(classes)) != len(classes):
-        raise BankError(f"class names must be unique, got {classes}")
-    if pooling not in POOLINGS:
-        raise BankError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    acts_train, acts_val = torch.as_tensor(acts_train), torch.as_tensor(acts_val)
-    expected = (signature.num_layers, signature.hidden_size)
-    for name, acts in (("acts_train", acts_train), ("acts_val", acts_val)):
-        if acts.ndim != 3 or (acts.shape[0], acts.shape[2]) != expected:
-            raise BankError(f"{name} has shape {list(acts.shape)}, expected [{expected[0]}, n, {expected[1]}] for "
-                            f"{describe_signature(signature)}")
-    layers = tuple(range(signature.num_layers)) if layers is None else tuple(int(layer) for layer in layers)
-    check_layers(layers, signature.num_layers, "layers")
-    unknown = set(hparams or {}) - set(DEFAULT_HPARAMS)
-    if unknown:
-        raise BankError(f"unknown RFM hyper-parameter(s) {sorted(unknown)}; known: {sorted(DEFAULT_HPARAMS)}")
-    hparams = {**DEFAULT_HPARAMS, **(hparams or {})}
-    task = "regression" if regression else "multiclass"
-    fit_args = dict(task=task, n_classes=None if regression else len(classes), device=device, **hparams)
-    index = list(layers)
-    try:
-        fits = fit_rfm_layers(acts_train[index], y_train, acts_val[index], y_val, one_vs_rest=True, k=k,
-                              progress=progress, **fit_args)
-        val_auc, directions, eigenvalues = _scatter_layers(fits, layers, signature.num_layers)
-        layer = _pick_readout_layer(val_auc, readout_layer, layers)
-        readout = fit_rfm(acts_train[layer], y_train, acts_val[layer], y_val, **fit_args).to("cpu")
-    except RFMError as err:
-        raise BankError(f"cannot train the {concept!r} bank: {err}") from None
-    bank = ConceptBank(concept=concept, classes=classes, directions=directions, val_auc=val_auc,
-                       readout_layer=layer, readout=readout, signature=signature, pooling=pooling,
-                       hparams={k_: list(v) if isinstance(v, tuple) else v for k_, v in hparams.items()},
-                       dataset=dict(dataset or {}), eigenvalues=eigenvalues, val_metric=fits.val_metric,
-                       layers=layers)
-    bank.validate()
-    return bank
 
 
 def check_layers(layers, num_layers: int, what: str) -> None:
@@ -322,28 +293,6 @@ def check_layers(layers, num_layers: int, what: str) -> None:
         raise BankError(f"{what} must list each layer once, in ascending order, got {layers}")
 
 
-def _scatter_layers(fits, layers: tuple[int, ...], num_layers: int):
-    """Per-layer results of the trained layers placed at their layer indices: val_auc (NaN elsewhere), directions and
-    eigenvalues (zero elsewhere)."""
-    index = list(layers)
-    P, K, d = fits.directions.shape[1:]
-    val_auc = torch.full((num_layers, P), float("nan"))
-    directions = torch.zeros(num_layers, P, K, d)
-    eigenvalues = torch.zeros(num_layers, P, K)
-    val_auc[index], directions[index], eigenvalues[index] = fits.val_auc, fits.directions, fits.eigenvalues
-    return val_auc, directions, eigenvalues
-
-
-def _pick_readout_layer(val_auc: torch.Tensor, readout_layer: int | str, layers: tuple[int, ...]) -> int:
-    if readout_layer == "best":
-        return layers[int(val_auc[list(layers)].mean(dim=1).argmax())]
-    if isinstance(readout_layer, int) and readout_layer in layers:
-        return readout_layer
-    allowed = (f"a layer in 0..{val_auc.shape[0] - 1}" if len(layers) == val_auc.shape[0]
-               else f"one of the trained layers {', '.join(map(str, layers))}")
-    raise BankError(f"readout_layer must be 'best' or {allowed}, got {readout_layer!r}")
-
-
 def _meta_layers(meta: dict) -> tuple[int, ...] | None:
     """The trained layers recorded in bank.json; banks saved before the field existed hold every layer (None)."""
     raw = meta.get("layers")
@@ -354,38 +303,47 @@ def _meta_layers(meta: dict) -> tuple[int, ...] | None:
     return tuple(raw)
 
 
-def _signature_key(sig: ModelSignature) -> tuple:
-    return (sig.model_id, sig.config_hash, int(sig.hidden_size), int(sig.num_layers))
-
-
 def _meta_signature(meta: dict, path: Path) -> ModelSignature:
     try:
         raw = meta["signature"]
-        return ModelSignature(model_id=str(raw["model_id"]), config_hash=str(raw["config_hash"]),
-                              hidden_size=int(raw["hidden_size"]), num_layers=int(raw["num_layers"]))
+        return ModelSignature(
+            model_id=str(raw["model_id"]),
+            config_hash=str(raw["config_hash"]),
+            hidden_size=int(raw["hidden_size"]),
+            num_layers=int(raw["num_layers"]),
+        )
     except (KeyError, TypeError, ValueError):
-        raise BankError(f"the concept bank metadata {path / META_FILE} has no valid model signature; it is damaged, "
-                        f"retrain the bank with: {train_command('<model>', meta.get('concept', '<concept>'), path)}"
-                        ) from None
+        raise BankError(
+            f"the concept bank metadata {path / META_FILE} has no valid model signature; it is damaged, "
+            f"retrain the bank with: {train_command('<model>', meta.get('concept', '<concept>'), path)}"
+        ) from None
 
 
 def _read_meta(path: Path) -> dict:
     meta_file = path / META_FILE
     if not meta_file.is_file():
-        raise BankError(f"no concept bank at {path} (expected a folder with {META_FILE} and {TENSORS_FILE}); "
-                        f"train one with: {train_command('<model>', '<concept>', path)}")
+        raise BankError(
+            f"no concept bank at {path} (expected a folder with {META_FILE} and {TENSORS_FILE}); "
+            f"train one with: {train_command('<model>', '<concept>', path)}"
+        )
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BankError(f"the concept bank metadata {meta_file} is damaged ({err}); retrain the bank with: "
-                        f"{train_command('<model>', '<concept>', path)}") from None
+        raise BankError(
+            f"the concept bank metadata {meta_file} is damaged ({err}); retrain the bank with: "
+            f"{train_command('<model>', '<concept>', path)}"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != BANK_FORMAT:
-        raise BankError(f"{meta_file} is not a concept bank file; retrain the bank with: "
-                        f"{train_command('<model>', '<concept>', path)}")
+        raise BankError(
+            f"{meta_file} is not a concept bank file; retrain the bank with: "
+            f"{train_command('<model>', '<concept>', path)}"
+        )
     if meta.get("version") != BANK_VERSION:
-        raise BankError(f"the concept bank at {path} has format version {meta.get('version')!r}; this studio reads "
-                        f"version {BANK_VERSION}. Retrain it with: "
-                        f"{train_command('<model>', meta.get('concept', '<concept>'), path)}")
+        raise BankError(
+            f"the concept bank at {path} has format version {meta.get('version')!r}; this studio reads "
+            f"version {BANK_VERSION}. Retrain it with: "
+            f"{train_command('<model>', meta.get('concept', '<concept>'), path)}"
+        )
     return meta
 
 

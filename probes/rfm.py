@@ -20,11 +20,12 @@ best validation score is kept (ties go to the later round); with ``early_stop`` 
 score falls below its best.
 
 What a probe keeps: ``M`` (the metric its kernel used), ``alphas``, and ``agop``: the rescaled AGOP of its own
-predictor. ``top_directions`` are eigenvectors of ``agop``: the input directions the selected predictor is most sensitive to (when
-the selected round is not the first, ``M`` is the previous round's AGOP and nearly the same).
+predictor. ``top_directions`` are eigenvectors of ``agop``: the input directions the selected predictor is most
+sensitive to (when the selected round is not the first, ``M`` is the previous round's AGOP and nearly the same).
 
 Scores. Binary: ROC AUC of the output. Multiclass (one-hot targets, one output per class): mean one-vs-rest AUC.
-Regression (targets standardised inside): R^2 on the validation set, reported in ``val_auc`` with ``val_metric = "r2"``.
+Regression (targets standardised inside): R^2 on the validation set, reported in ``val_score`` with
+``val_metric = "r2"``.
 
 Batching. Everything runs on a leading batch of probes: all layers x hyper-parameter configurations x target sets
 (e.g. one-vs-rest classes) of ``fit_rfm_layers`` go through batched matmuls and Cholesky factorisations, in chunks that
@@ -43,6 +44,8 @@ from typing import Any, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from studio.errors import RFMError
+
 log = logging.getLogger(__name__)
 
 TASKS = ("binary", "multiclass", "regression")
@@ -60,16 +63,13 @@ SEARCHABLE = ("bandwidth", "exponent", "reg", "center_grads")
 _PREDICT_CHUNK_ELEMENTS = 1 << 24  # rows x centers per kernel block when predicting, to bound memory
 
 
-class RFMError(Exception):
-    """A probe cannot be fitted or used as asked; the message says what to change."""
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Pure math (batched over any leading dimensions)
 
 
-def squared_distances(X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor | None = None,
-                      same: bool = False, prepared: tuple | None = None) -> torch.Tensor:
+def squared_distances(
+    X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor | None = None, same: bool = False, prepared: tuple | None = None
+) -> torch.Tensor:
     """``D[..., i, j] = (x_i - z_j)^T M (x_i - z_j)`` for X [..., n, d], Z [..., m, d], M [..., d, d] (None: identity);
     the leading dimensions must match or be absent.
 
@@ -125,28 +125,30 @@ def _weights_(P: torch.Tensor, K: torch.Tensor, exponent) -> torch.Tensor:
         torch.div(K, P, out=P)
     else:
         P.pow_((_as_col(exponent) - 2) / _as_col(exponent)).mul_(K)
-    return P.nan_to_num_(nan=0.0, posinf=0.0)                  # r = 0 gave K / 0 = inf: that term is dropped
+    return P.nan_to_num_(nan=0.0, posinf=0.0)  # r = 0 gave K / 0 = inf: that term is dropped
 
 
 def _gradient_scale(bandwidth, exponent):
     """``-gamma / L^gamma``: float, or a tensor over the batch."""
-    return -exponent / bandwidth ** exponent
+    return -exponent / bandwidth**exponent
 
 
-def kernel_matrix(X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor | None, bandwidth, exponent,
-                  prepared: tuple | None = None) -> torch.Tensor:
+def kernel_matrix(
+    X: torch.Tensor, Z: torch.Tensor, M: torch.Tensor | None, bandwidth, exponent, prepared: tuple | None = None
+) -> torch.Tensor:
     """``K[..., i, j] = exp(-||x_i - z_j||_M^gamma / L^gamma)`` for X [..., n, d], Z [..., m, d], M [..., d, d]."""
     distances = squared_distances(X, Z, M, prepared=prepared)
     return _kernel_from_power(_distance_power_(distances, exponent), bandwidth, exponent)
 
 
-def _raw_gradients(W: torch.Tensor, X_eval: torch.Tensor, centers: torch.Tensor, alphas: torch.Tensor,
-                   scale) -> torch.Tensor:
+def _raw_gradients(
+    W: torch.Tensor, X_eval: torch.Tensor, centers: torch.Tensor, alphas: torch.Tensor, scale
+) -> torch.Tensor:
     """``G[..., j, c, :] = scale sum_i alpha_ic W_ji (x_j - x_i)`` [..., n_eval, c, d]: the input gradient before the
     factor M. W [..., n_eval, n], X_eval [..., n_eval, d], centers [..., n, d], alphas [..., n, c]."""
     *batch, n, c = alphas.shape
     d = centers.shape[-1]
-    origin = centers.mean(dim=-2, keepdim=True)               # x_j - x_i is unchanged; the cancellation is smaller
+    origin = centers.mean(dim=-2, keepdim=True)  # x_j - x_i is unchanged; the cancellation is smaller
     X_eval, centers = X_eval - origin, centers - origin
     weighted = (alphas.unsqueeze(-1) * centers.unsqueeze(-2)).reshape(*batch, n, c * d)
     G = (W @ alphas).unsqueeze(-1) * X_eval.unsqueeze(-2)
@@ -160,8 +162,7 @@ def _raw_gradients_at(X_eval, centers, alphas, M, bandwidth, exponent, same: boo
     return _raw_gradients(W, X_eval, centers, alphas, _gradient_scale(bandwidth, exponent))
 
 
-def predictor_gradients(X_eval: torch.Tensor, centers: torch.Tensor, alphas: torch.Tensor, M: torch.Tensor | None,
-                        bandwidth, exponent, same: bool = False) -> torch.Tensor:
+def predictor_gradients(X_eval, centers, alphas, M, bandwidth, exponent, same: bool = False) -> torch.Tensor:
     """Input gradients of the kernel predictor ``f_c(x) = sum_i alphas[i, c] k_M(x, centers[i])`` at X_eval.
 
     Returns [..., n_eval, c, d]. ``same=True`` when X_eval are the centers (self terms are exactly 0).
@@ -183,8 +184,7 @@ def agop_from_raw(G: torch.Tensor, M: torch.Tensor | None, center_grads) -> torc
     return A if M is None else M @ A @ M
 
 
-def agop(X_eval: torch.Tensor, centers: torch.Tensor, alphas: torch.Tensor, M: torch.Tensor | None, bandwidth,
-         exponent, center_grads: bool = False, same: bool = False) -> torch.Tensor:
+def agop(X_eval, centers, alphas, M, bandwidth, exponent, center_grads=False, same: bool = False) -> torch.Tensor:
     """Unnormalised AGOP ``(1/n_eval) sum_j sum_c grad f_c(x_j) grad f_c(x_j)^T`` [..., d, d] of the kernel predictor
     over X_eval (``same=True``: X_eval are the centers); ``center_grads`` subtracts each output's mean gradient."""
     G = _raw_gradients_at(X_eval, centers, alphas, M, bandwidth, exponent, same)
@@ -288,9 +288,9 @@ class _Targets:
     """Regression targets for the kernel solve: columns of Y, grouped into target sets (one probe per set)."""
 
     task: str
-    Y: torch.Tensor                 # [n, T]
-    Y_val: torch.Tensor             # [n_val, T]
-    sets: torch.Tensor              # [P, c] column indices: target set p is fitted by one probe with c outputs
+    Y: torch.Tensor  # [n, T]
+    Y_val: torch.Tensor  # [n_val, T]
+    sets: torch.Tensor  # [P, c] column indices: target set p is fitted by one probe with c outputs
     y_mean: float = 0.0
     y_scale: float = 1.0
 
@@ -363,8 +363,12 @@ class RFMConfig:
     center_grads: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bandwidth": self.bandwidth, "exponent": self.exponent, "reg": self.reg,
-                "center_grads": self.center_grads}
+        return {
+            "bandwidth": self.bandwidth,
+            "exponent": self.exponent,
+            "reg": self.reg,
+            "center_grads": self.center_grads,
+        }
 
 
 @dataclass(frozen=True)
@@ -387,8 +391,9 @@ def _settings(hparams: dict[str, Any]) -> _Settings:
         if not cfg.bandwidth > 0:
             raise RFMError(f"bandwidth must be > 0, got {cfg.bandwidth}")
         if not 0 < cfg.exponent <= 2:
-            raise RFMError(f"exponent must lie in (0, 2] (the kernel is positive definite only there), "
-                           f"got {cfg.exponent}")
+            raise RFMError(
+                f"exponent must lie in (0, 2] (the kernel is positive definite only there), got {cfg.exponent}"
+            )
         if not cfg.reg >= 0:
             raise RFMError(f"reg must be >= 0, got {cfg.reg}")
     if not (isinstance(hp["iters"], int) and hp["iters"] >= 1):
@@ -417,17 +422,17 @@ class RFMProbe:
     standardised target; ``predict`` maps it back to target units).
     """
 
-    centers: torch.Tensor           # [n, d] training points
-    alphas: torch.Tensor            # [n, c]
-    M: torch.Tensor                 # [d, d] metric used by the kernel
-    agop: torch.Tensor              # [d, d] rescaled AGOP of this predictor (source of top_directions)
+    centers: torch.Tensor  # [n, d] training points
+    alphas: torch.Tensor  # [n, c]
+    M: torch.Tensor  # [d, d] metric used by the kernel
+    agop: torch.Tensor  # [d, d] rescaled AGOP of this predictor (source of top_directions)
     bandwidth: float
     exponent: float
     reg: float
     center_grads: bool
     task: str
-    val_auc: float                  # validation AUC (binary, multiclass: mean one-vs-rest) or R^2 (regression)
-    best_iter: int                  # 0-based RFM round that was kept
+    val_score: float  # validation AUC (binary, multiclass: mean one-vs-rest) or R^2 (regression)
+    best_iter: int  # 0-based RFM round that was kept
     m_norm: str = "max_eig"
     y_mean: float = 0.0
     y_scale: float = 1.0
@@ -464,8 +469,15 @@ class RFMProbe:
             return X.new_zeros(0, self.num_outputs)
         if self._prepared is None:  # a fitted probe's centers and M do not change
             self._prepared = prepare_centers(self.centers, self.M)
-        return torch.cat([kernel_matrix(X[i:i + rows], self.centers, self.M, self.bandwidth, self.exponent,
-                                        prepared=self._prepared) @ self.alphas for i in range(0, len(X), rows)])
+        return torch.cat(
+            [
+                kernel_matrix(
+                    X[i : i + rows], self.centers, self.M, self.bandwidth, self.exponent, prepared=self._prepared
+                )
+                @ self.alphas
+                for i in range(0, len(X), rows)
+            ]
+        )
 
     @torch.no_grad()
     def predict(self, X) -> torch.Tensor:
@@ -519,19 +531,33 @@ class RFMProbe:
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(tensors, scalars) for safetensors + JSON: tensors centers/alphas/M/agop (contiguous CPU float32)."""
-        tensors = {name: getattr(self, name).detach().to("cpu", torch.float32).contiguous()
-                   for name in ("centers", "alphas", "M", "agop")}
-        scalars = {"bandwidth": self.bandwidth, "exponent": self.exponent, "reg": self.reg,
-                   "center_grads": self.center_grads, "task": self.task, "val_auc": self.val_auc,
-                   "best_iter": self.best_iter, "m_norm": self.m_norm, "y_mean": self.y_mean, "y_scale": self.y_scale}
+        tensors = {
+            name: getattr(self, name).detach().to("cpu", torch.float32).contiguous()
+            for name in ("centers", "alphas", "M", "agop")
+        }
+        scalars = {
+            "bandwidth": self.bandwidth,
+            "exponent": self.exponent,
+            "reg": self.reg,
+            "center_grads": self.center_grads,
+            "task": self.task,
+            "val_score": self.val_score,
+            "best_iter": self.best_iter,
+            "m_norm": self.m_norm,
+            "y_mean": self.y_mean,
+            "y_scale": self.y_scale,
+        }
         return tensors, scalars
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], scalars: dict[str, Any], device=None) -> "RFMProbe":
         """Inverse of ``state_dict``; raises RFMError naming what is missing or inconsistent."""
         missing = [k for k in ("centers", "alphas", "M", "agop") if k not in tensors]
-        missing += [k for k in ("bandwidth", "exponent", "reg", "center_grads", "task", "val_auc", "best_iter")
-                    if k not in scalars]
+        missing += [
+            k
+            for k in ("bandwidth", "exponent", "reg", "center_grads", "task", "val_score", "best_iter")
+            if k not in scalars
+        ]
         if missing:
             raise RFMError(f"probe state lacks {missing}")
         n, d = tensors["centers"].shape
@@ -539,12 +565,22 @@ class RFMProbe:
             raise RFMError("probe state has inconsistent tensor shapes")
         if scalars["task"] not in TASKS:
             raise RFMError(f"probe state has unknown task {scalars['task']!r}")
-        probe = cls(centers=tensors["centers"], alphas=tensors["alphas"], M=tensors["M"], agop=tensors["agop"],
-                    bandwidth=float(scalars["bandwidth"]), exponent=float(scalars["exponent"]),
-                    reg=float(scalars["reg"]), center_grads=bool(scalars["center_grads"]), task=scalars["task"],
-                    val_auc=float(scalars["val_auc"]), best_iter=int(scalars["best_iter"]),
-                    m_norm=scalars.get("m_norm", "max_eig"), y_mean=float(scalars.get("y_mean", 0.0)),
-                    y_scale=float(scalars.get("y_scale", 1.0)))
+        probe = cls(
+            centers=tensors["centers"],
+            alphas=tensors["alphas"],
+            M=tensors["M"],
+            agop=tensors["agop"],
+            bandwidth=float(scalars["bandwidth"]),
+            exponent=float(scalars["exponent"]),
+            reg=float(scalars["reg"]),
+            center_grads=bool(scalars["center_grads"]),
+            task=scalars["task"],
+            val_score=float(scalars["val_score"]),
+            best_iter=int(scalars["best_iter"]),
+            m_norm=scalars.get("m_norm", "max_eig"),
+            y_mean=float(scalars.get("y_mean", 0.0)),
+            y_scale=float(scalars.get("y_scale", 1.0)),
+        )
         return probe.to(device) if device is not None else probe
 
 
@@ -571,12 +607,12 @@ def _top_eigh(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 class _ChunkBest:
     """The kept round of each probe of a chunk (probe b = unit * P + target set)."""
 
-    score: torch.Tensor             # [B] float64
-    iteration: torch.Tensor         # [B] long
-    alphas: torch.Tensor            # [B, n, c]
-    M: torch.Tensor                 # [B, d, d]
-    agop: torch.Tensor              # [B, d, d]
-    mean_grad: torch.Tensor         # [B, c, d] mean true input gradient over the training points
+    score: torch.Tensor  # [B] float64
+    iteration: torch.Tensor  # [B] long
+    alphas: torch.Tensor  # [B, n, c]
+    M: torch.Tensor  # [B, d, d]
+    agop: torch.Tensor  # [B, d, d]
+    mean_grad: torch.Tensor  # [B, c, d] mean true input gradient over the training points
 
 
 def _score(pred: torch.Tensor, Y_val: torch.Tensor, metric: str) -> torch.Tensor:
@@ -586,25 +622,30 @@ def _score(pred: torch.Tensor, Y_val: torch.Tensor, metric: str) -> torch.Tensor
     return values.nanmean(-1)
 
 
-def _fit_chunk(X: torch.Tensor, X_val: torch.Tensor, targets: _Targets, cfg: dict[str, torch.Tensor],
-               settings: _Settings) -> _ChunkBest:
+def _fit_chunk(
+    X: torch.Tensor, X_val: torch.Tensor, targets: _Targets, cfg: dict[str, torch.Tensor], settings: _Settings
+) -> _ChunkBest:
     """Run RFM for U units (X [U, n, d], X_val [U, n_val, d], per-unit hyper-parameters cfg[name] [U]) times the P
     target sets of ``targets``: B = U * P probes, probe b = unit * P + set."""
     U, n, d = X.shape
     P, c = targets.sets.shape
     B = U * P
     unit = torch.arange(B, device=X.device) // P
-    Y = targets.Y[:, targets.sets.reshape(-1).to(targets.Y.device)]          # [n, P * c], set-major columns
+    Y = targets.Y[:, targets.sets.reshape(-1).to(targets.Y.device)]  # [n, P * c], set-major columns
     Y_val = targets.Y_val[:, targets.sets.reshape(-1).to(targets.Y.device)]
-    Y_probe = Y.reshape(n, P, c).permute(1, 0, 2).repeat(U, 1, 1)             # [B, n, c]
+    Y_probe = Y.reshape(n, P, c).permute(1, 0, 2).repeat(U, 1, 1)  # [B, n, c]
     Yv_probe = Y_val.reshape(-1, P, c).permute(1, 0, 2).repeat(U, 1, 1)
 
-    best = _ChunkBest(score=torch.full((B,), -math.inf, dtype=torch.float64, device=X.device),
-                      iteration=torch.zeros(B, dtype=torch.long, device=X.device),
-                      alphas=X.new_zeros(B, n, c), M=X.new_zeros(B, d, d), agop=X.new_zeros(B, d, d),
-                      mean_grad=X.new_zeros(B, c, d))
+    best = _ChunkBest(
+        score=torch.full((B,), -math.inf, dtype=torch.float64, device=X.device),
+        iteration=torch.zeros(B, dtype=torch.long, device=X.device),
+        alphas=X.new_zeros(B, n, c),
+        M=X.new_zeros(B, d, d),
+        agop=X.new_zeros(B, d, d),
+        mean_grad=X.new_zeros(B, c, d),
+    )
     active = torch.arange(B, device=X.device)
-    M = None                                                                 # round 0: M = I for every probe
+    M = None  # round 0: M = I for every probe
     for it in range(settings.iters):
         if M is None:
             # Round 0: the P target sets of a unit share K; factorise once per unit, solve all their columns.
@@ -637,11 +678,11 @@ def _fit_chunk(X: torch.Tensor, X_val: torch.Tensor, targets: _Targets, cfg: dic
         W = _weights_(Rg, K, hp["exponent"])
         scale = _gradient_scale(hp["bandwidth"], hp["exponent"])
         if M is None:
-            G = _raw_gradients(W, Xr, Xr, alpha_rows, scale)                  # [U, n, P * c, d]
+            G = _raw_gradients(W, Xr, Xr, alpha_rows, scale)  # [U, n, P * c, d]
             G = G.reshape(U, n, P, c, d).transpose(1, 2).reshape(B, n, c, d)[need]
             centering, Mn = cfg["center_grads"][unit[need]], None
         else:
-            every = bool(need.all())                                          # skip copying W when all need it
+            every = bool(need.all())  # skip copying W when all need it
             pick = (lambda t: t) if every else (lambda t: t[need])
             G = _raw_gradients(pick(W), pick(Xr), pick(Xr), pick(alphas), pick(scale))
             centering, Mn = pick(hp["center_grads"]), pick(M)
@@ -665,9 +706,11 @@ def _train_kernel(X: torch.Tensor, M: torch.Tensor | None, hp: dict[str, torch.T
 
 def _exact_kernel(X: torch.Tensor, M: torch.Tensor | None, hp: dict[str, torch.Tensor]):
     """For ridge_solve: the training kernel of some batch rows recomputed in float64."""
+
     def compute(rows):
         row_hp = {k: v[rows].double() if v.is_floating_point() else v[rows] for k, v in hp.items()}
         return _train_kernel(X[rows].double(), None if M is None else M[rows].double(), row_hp)[1]
+
     return compute
 
 
@@ -690,29 +733,42 @@ class LayerFits:
 
     ``directions[l, p, k]`` is the k-th eigenvector (largest first) of the kept probe's AGOP, signed so that moving
     along it raises the probe's first output on average (the mean directional derivative over its training points): the
-    class score of a one-vs-rest or binary probe, the value of a regression probe. A multiclass probe's directions are signed
-    for its class 0 only; use one-vs-rest probes for per-class directions."""
+    class score of a one-vs-rest or binary probe, the value of a regression probe. A multiclass probe's directions are
+    signed for its class 0 only; use one-vs-rest probes for per-class directions."""
 
-    val_auc: torch.Tensor           # [L, P] float32: AUC (classification) or R^2 (regression) of the kept probe
-    directions: torch.Tensor        # [L, P, k, d] float32 unit vectors
-    eigenvalues: torch.Tensor       # [L, P, k] float32 (of the rescaled AGOP)
-    best_iter: torch.Tensor         # [L, P] long
+    val_score: torch.Tensor  # [L, P] float32: AUC (classification) or R^2 (regression) of the kept probe
+    directions: torch.Tensor  # [L, P, k, d] float32 unit vectors
+    eigenvalues: torch.Tensor  # [L, P, k] float32 (of the rescaled AGOP)
+    best_iter: torch.Tensor  # [L, P] long
     configs: list[list[RFMConfig]]  # [L][P] kept hyper-parameters
     task: str
     val_metric: str
     probes: list[list[RFMProbe]] | None = None
 
 
-def fit_rfm_layers(X_train: torch.Tensor, y_train, X_val: torch.Tensor, y_val, *, one_vs_rest: bool = True,
-                   k: int = 4, task: str = "auto", n_classes: int | None = None, device=None,
-                   dtype: torch.dtype = torch.float32, keep_probes: bool = False, memory_budget_gb: float | None = None,
-                   progress: bool = False, **hparams) -> LayerFits:
+def fit_rfm_layers(
+    X_train: torch.Tensor,
+    y_train,
+    X_val: torch.Tensor,
+    y_val,
+    *,
+    one_vs_rest: bool = True,
+    k: int = 4,
+    task: str = "auto",
+    n_classes: int | None = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    keep_probes: bool = False,
+    memory_budget_gb: float | None = None,
+    progress: bool = False,
+    **hparams,
+) -> LayerFits:
     """Fit RFM probes for every layer of X_train [L, n, d] / X_val [L, n_val, d] in batches.
 
     y: class ids [n] (binary if only 0/1 or bool), or float values (regression). With ``one_vs_rest`` a classification
     target gives one binary probe per class; otherwise one probe per layer (multiclass or binary). Any hyper-parameter
-    in ``SEARCHABLE`` given as a list is searched; each (layer, target set) keeps its best-scoring configuration (ties: the
-    earlier configuration in grid order). Other hyper-parameters: see ``DEFAULT_HPARAMS``.
+    in ``SEARCHABLE`` given as a list is searched; each (layer, target set) keeps its best-scoring configuration (ties:
+    the earlier configuration in grid order). Other hyper-parameters: see ``DEFAULT_HPARAMS``.
     """
     settings = _settings(hparams)
     if device is None:
@@ -724,8 +780,10 @@ def fit_rfm_layers(X_train: torch.Tensor, y_train, X_val: torch.Tensor, y_val, *
     L, n, d = X_train.shape
     targets = _encode_targets(y_train, y_val, task, one_vs_rest, n_classes, device, dtype)
     if targets.Y.shape[0] != n or targets.Y_val.shape[0] != X_val.shape[1]:
-        raise RFMError(f"{n} training / {X_val.shape[1]} validation inputs but {targets.Y.shape[0]} / "
-                       f"{targets.Y_val.shape[0]} labels")
+        raise RFMError(
+            f"{n} training / {X_val.shape[1]} validation inputs but {targets.Y.shape[0]} / "
+            f"{targets.Y_val.shape[0]} labels"
+        )
     if not 1 <= k <= d:
         raise RFMError(f"k must lie in 1..{d}, got {k}")
     P, c = targets.sets.shape
@@ -740,13 +798,18 @@ def fit_rfm_layers(X_train: torch.Tensor, y_train, X_val: torch.Tensor, y_val, *
     kept = {name: None for name in ("agop", "mean_grad", "alphas", "M")}
     bar = tqdm(total=len(units) * P, desc="RFM probes", unit="probe", disable=not progress)
     for start in range(0, len(units), per_chunk):
-        chunk = units[start:start + per_chunk]
+        chunk = units[start : start + per_chunk]
         layers = torch.tensor([u[0] for u in chunk])
         Xc = X_train[layers].to(device, dtype)
         Xvc = X_val[layers].to(device, dtype)
-        cfg = {name: torch.tensor([getattr(configs[u[1]], name) for u in chunk], device=device,
-                                  dtype=torch.bool if name == "center_grads" else dtype)
-               for name in SEARCHABLE}
+        cfg = {
+            name: torch.tensor(
+                [getattr(configs[u[1]], name) for u in chunk],
+                device=device,
+                dtype=torch.bool if name == "center_grads" else dtype,
+            )
+            for name in SEARCHABLE
+        }
         res = _fit_chunk(Xc, Xvc, targets, cfg, settings)
         for b, (score, it) in enumerate(zip(res.score.tolist(), res.iteration.tolist())):
             (layer, ci), p = chunk[b // P], b % P
@@ -763,20 +826,40 @@ def fit_rfm_layers(X_train: torch.Tensor, y_train, X_val: torch.Tensor, y_val, *
     if not torch.isfinite(best_score).all():
         raise RFMError("some probes got no finite validation score (NaN features or constant targets?)")
 
-    values, vectors = _top_eigh(kept["agop"], k)                             # [L, P, k], [L, P, k, d]
-    slope = (vectors * kept["mean_grad"][:, :, :1, :]).sum(-1)                # directional derivative of output 0
+    values, vectors = _top_eigh(kept["agop"], k)  # [L, P, k], [L, P, k, d]
+    slope = (vectors * kept["mean_grad"][:, :, :1, :]).sum(-1)  # directional derivative of output 0
     vectors = vectors * torch.where(slope < 0, -1.0, 1.0).unsqueeze(-1)
     probes = None
     if keep_probes:
-        probes = [[RFMProbe(centers=X_train[layer].to(device, dtype).clone(), alphas=kept["alphas"][layer, p],
-                            M=kept["M"][layer, p], agop=kept["agop"][layer, p], task=targets.task,
-                            val_auc=float(best_score[layer, p]), best_iter=int(best_iter[layer, p]),
-                            m_norm=settings.m_norm, y_mean=targets.y_mean, y_scale=targets.y_scale,
-                            **best_cfg[layer][p].as_dict())
-                   for p in range(P)] for layer in range(L)]
-    return LayerFits(val_auc=best_score.float(), directions=vectors.float().cpu(), eigenvalues=values.float().cpu(),
-                     best_iter=best_iter, configs=best_cfg, task=targets.task, val_metric=targets.metric,
-                     probes=probes)
+        probes = [
+            [
+                RFMProbe(
+                    centers=X_train[layer].to(device, dtype).clone(),
+                    alphas=kept["alphas"][layer, p],
+                    M=kept["M"][layer, p],
+                    agop=kept["agop"][layer, p],
+                    task=targets.task,
+                    val_score=float(best_score[layer, p]),
+                    best_iter=int(best_iter[layer, p]),
+                    m_norm=settings.m_norm,
+                    y_mean=targets.y_mean,
+                    y_scale=targets.y_scale,
+                    **best_cfg[layer][p].as_dict(),
+                )
+                for p in range(P)
+            ]
+            for layer in range(L)
+        ]
+    return LayerFits(
+        val_score=best_score.float(),
+        directions=vectors.float().cpu(),
+        eigenvalues=values.float().cpu(),
+        best_iter=best_iter,
+        configs=best_cfg,
+        task=targets.task,
+        val_metric=targets.metric,
+        probes=probes,
+    )
 
 
 def _as_layers(X, name: str) -> torch.Tensor:
@@ -798,7 +881,7 @@ def fit_rfm(X_train: torch.Tensor, y_train, X_val: torch.Tensor, y_val, **hparam
     X_train, X_val = torch.as_tensor(X_train), torch.as_tensor(X_val)
     if X_train.ndim != 2 or X_val.ndim != 2:
         raise RFMError(f"X_train and X_val must be [n, d], got {list(X_train.shape)} and {list(X_val.shape)}")
-    fits = fit_rfm_layers(X_train[None], y_train, X_val[None], y_val, one_vs_rest=False, k=1, keep_probes=True,
-                          **hparams)
+    fits = fit_rfm_layers(
+        X_train[None], y_train, X_val[None], y_val, one_vs_rest=False, k=1, keep_probes=True, **hparams
+    )
     return fits.probes[0][0]
-

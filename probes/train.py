@@ -1,4 +1,7 @@
-"""The whole probes pipeline for one concept: SynTheory clips -> pooled activations -> RFM probes -> ConceptBank."""
+"""The whole probes pipeline for one concept: SynTheory clips -> pooled activations -> RFM probes -> ConceptBank.
+
+``train_concept_bank`` runs it on a loaded model; ``build_bank`` is its last step, from activations to a bank.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import numpy as np
 import torch
 
 from probes.activations import cached_activations
-from probes.bank import ConceptBank, build_bank
+from probes.bank import POOLINGS, REGRESSION_CLASSES, ConceptBank, check_layers
+from probes.rfm import DEFAULT_HPARAMS, fit_rfm, fit_rfm_layers
 from probes.syntheory import load_concept
-from studio.model import LoadedModel
+from studio.errors import BankError, RFMError
+from studio.model import LoadedModel, ModelSignature
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +31,14 @@ BANDWIDTH_MULTIPLES = (0.5, 1.0, 2.0)
 class TrainOptions:
     """What to train on and how; the defaults train a small but usable bank."""
 
-    instruments: list | None = None      # GM programs or names; None: every instrument of the concept
-    octaves: list[int] | None = None     # notes only
-    max_per_class: int | None = None     # a seeded cap per class
+    instruments: list | None = None  # GM programs or names; None: every instrument of the concept
+    octaves: list[int] | None = None  # notes only
+    max_per_class: int | None = None  # a seeded cap per class
     val_fraction: float = 0.25
     seed: int = 0
     pooling: str = "mean"
-    components: int = 4                  # K eigenvectors kept per (layer, class)
-    readout_layer: int | str = "best"    # "best" or one of `layers`
+    components: int = 4  # K eigenvectors kept per (layer, class)
+    readout_layer: int | str = "best"  # "best" or one of `layers`
     layers: tuple[int, ...] | None = None  # decoder layers to train probes on; None: all
     bandwidth_multiples: tuple[float, ...] = BANDWIDTH_MULTIPLES
     hparams: dict = field(default_factory=dict)  # RFM hyper-parameters (lists are searched); overrides the bandwidths
@@ -42,7 +47,9 @@ class TrainOptions:
     progress: bool = True
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int, regression: bool) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int, regression: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Index arrays (train, val): every class keeps at least one clip on each side; regression splits at random."""
     rng = np.random.default_rng(seed)
     if regression:
@@ -67,24 +74,163 @@ def median_distance(acts: torch.Tensor, sample: int = 512) -> float:
 
 def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions) -> ConceptBank:
     """Render (or reuse) the concept's clips, extract activations (cached), fit every layer's probes, build the bank."""
-    data = load_concept(concept, instruments=options.instruments, octaves=options.octaves,
-                        max_per_class=options.max_per_class, seed=options.seed, progress=options.progress)
+    data = load_concept(
+        concept,
+        instruments=options.instruments,
+        octaves=options.octaves,
+        max_per_class=options.max_per_class,
+        seed=options.seed,
+        progress=options.progress,
+    )
     log.info("%s: %d clips, %d classes", concept, len(data.labels), len(data.classes))
     cache_dir = options.cache_dir or Path(".cache") / "activations"
-    acts = cached_activations(loaded, lambda: data.audio, _dataset_key(data.description), cache_dir,
-                              pooling=options.pooling, progress=options.progress)   # [N, L, d]
+    acts = cached_activations(
+        loaded,
+        lambda: data.audio,
+        _dataset_key(data.description),
+        cache_dir,
+        pooling=options.pooling,
+        progress=options.progress,
+    )  # [N, L, d]
     train, val = stratified_split(data.labels, options.val_fraction, options.seed, data.is_regression)
-    layers_first = acts.transpose(0, 1)                                               # [L, N, d]
+    layers_first = acts.transpose(0, 1)  # [L, N, d]
     trained = options.layers if options.layers is not None else range(loaded.num_layers)
     # The scale of the layers that are fitted: untrained layers must not move the bandwidths of the trained ones.
     scale = float(np.median([median_distance(layers_first[layer, train]) for layer in trained]))
     hparams = {"bandwidth": [round(scale * m, 6) for m in options.bandwidth_multiples], **options.hparams}
-    dataset = {**data.description, "n_train": int(len(train)), "n_val": int(len(val)),
-               "val_fraction": options.val_fraction, "split_seed": options.seed}
-    return build_bank(concept, data.classes, layers_first[:, train], data.labels[train], layers_first[:, val],
-                      data.labels[val], loaded.signature, k=options.components, pooling=options.pooling,
-                      readout_layer=options.readout_layer, hparams=hparams, dataset=dataset,
-                      layers=options.layers, device=options.device, progress=options.progress)
+    dataset = {
+        **data.description,
+        "n_train": int(len(train)),
+        "n_val": int(len(val)),
+        "val_fraction": options.val_fraction,
+        "split_seed": options.seed,
+    }
+    return build_bank(
+        concept,
+        data.classes,
+        layers_first[:, train],
+        data.labels[train],
+        layers_first[:, val],
+        data.labels[val],
+        loaded.signature,
+        k=options.components,
+        pooling=options.pooling,
+        readout_layer=options.readout_layer,
+        hparams=hparams,
+        dataset=dataset,
+        layers=options.layers,
+        device=options.device,
+        progress=options.progress,
+    )
+
+
+def build_bank(
+    concept: str,
+    classes: list[str],
+    acts_train: torch.Tensor,
+    y_train,
+    acts_val: torch.Tensor,
+    y_val,
+    signature: ModelSignature,
+    *,
+    k: int = 4,
+    pooling: str = "mean",
+    readout_layer: int | str = "best",
+    hparams: dict | None = None,
+    dataset: dict | None = None,
+    layers=None,
+    device=None,
+    progress: bool = True,
+) -> ConceptBank:
+    """Train a ConceptBank from pooled activations acts_train [L, n, d] / acts_val [L, n_val, d].
+
+    Classification: y are class indices into ``classes`` (C >= 2); per layer and class a one-vs-rest RFM probe gives
+    the top-k AGOP eigenvectors and the validation AUC. Regression (``classes == ["value"]``): y are float values, one
+    regression probe per layer, scored by R^2. ``layers``: the decoder layers to train (default all); the others are
+    left untrained (see the module docstring). The readout probe (multiclass, or regression) is fitted at
+    ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean validation score (the
+    earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
+    ``probes.rfm.DEFAULT_HPARAMS``.
+    """
+    classes = [str(c) for c in classes]
+    regression = classes == REGRESSION_CLASSES
+    if not regression and len(classes) < 2:
+        raise BankError(
+            f"a classification concept needs at least 2 classes, got {classes}; "
+            f"use classes={REGRESSION_CLASSES} for a regression concept"
+        )
+    if len(set(classes)) != len(classes):
+        raise BankError(f"class names must be unique, got {classes}")
+    if pooling not in POOLINGS:
+        raise BankError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    acts_train, acts_val = torch.as_tensor(acts_train), torch.as_tensor(acts_val)
+    expected = (signature.num_layers, signature.hidden_size)
+    for name, acts in (("acts_train", acts_train), ("acts_val", acts_val)):
+        if acts.ndim != 3 or (acts.shape[0], acts.shape[2]) != expected:
+            raise BankError(
+                f"{name} has shape {list(acts.shape)}, expected [{expected[0]}, n, {expected[1]}] for "
+                f"{signature.describe()}"
+            )
+    layers = tuple(range(signature.num_layers)) if layers is None else tuple(int(layer) for layer in layers)
+    check_layers(layers, signature.num_layers, "layers")
+    unknown = set(hparams or {}) - set(DEFAULT_HPARAMS)
+    if unknown:
+        raise BankError(f"unknown RFM hyper-parameter(s) {sorted(unknown)}; known: {sorted(DEFAULT_HPARAMS)}")
+    hparams = {**DEFAULT_HPARAMS, **(hparams or {})}
+    task = "regression" if regression else "multiclass"
+    fit_args = dict(task=task, n_classes=None if regression else len(classes), device=device, **hparams)
+    index = list(layers)
+    try:
+        fits = fit_rfm_layers(
+            acts_train[index], y_train, acts_val[index], y_val, one_vs_rest=True, k=k, progress=progress, **fit_args
+        )
+        val_score, directions, eigenvalues = _scatter_layers(fits, layers, signature.num_layers)
+        layer = _pick_readout_layer(val_score, readout_layer, layers)
+        readout = fit_rfm(acts_train[layer], y_train, acts_val[layer], y_val, **fit_args).to("cpu")
+    except RFMError as err:
+        raise BankError(f"cannot train the {concept!r} bank: {err}") from None
+    bank = ConceptBank(
+        concept=concept,
+        classes=classes,
+        directions=directions,
+        val_score=val_score,
+        readout_layer=layer,
+        readout=readout,
+        signature=signature,
+        pooling=pooling,
+        hparams={k_: list(v) if isinstance(v, tuple) else v for k_, v in hparams.items()},
+        dataset=dict(dataset or {}),
+        eigenvalues=eigenvalues,
+        val_metric=fits.val_metric,
+        layers=layers,
+    )
+    bank.validate()
+    return bank
+
+
+def _scatter_layers(fits, layers: tuple[int, ...], num_layers: int):
+    """Per-layer results of the trained layers placed at their layer indices: val_score (NaN elsewhere), directions and
+    eigenvalues (zero elsewhere)."""
+    index = list(layers)
+    P, K, d = fits.directions.shape[1:]
+    val_score = torch.full((num_layers, P), float("nan"))
+    directions = torch.zeros(num_layers, P, K, d)
+    eigenvalues = torch.zeros(num_layers, P, K)
+    val_score[index], directions[index], eigenvalues[index] = fits.val_score, fits.directions, fits.eigenvalues
+    return val_score, directions, eigenvalues
+
+
+def _pick_readout_layer(val_score: torch.Tensor, readout_layer: int | str, layers: tuple[int, ...]) -> int:
+    if readout_layer == "best":
+        return layers[int(val_score[list(layers)].mean(dim=1).argmax())]
+    if isinstance(readout_layer, int) and readout_layer in layers:
+        return readout_layer
+    allowed = (
+        f"a layer in 0..{val_score.shape[0] - 1}"
+        if len(layers) == val_score.shape[0]
+        else f"one of the trained layers {', '.join(map(str, layers))}"
+    )
+    raise BankError(f"readout_layer must be 'best' or {allowed}, got {readout_layer!r}")
 
 
 def _dataset_key(description: dict) -> str:

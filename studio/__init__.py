@@ -1,1 +1,1 @@
-"""MusicRFM Studio runtime: model loading, steering, generation and the web UI."""
+"""MusicRFM Studio runtime: loading MusicGen, recipes, steering, decoding and generation; the web page in studio/ui."""

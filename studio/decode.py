@@ -51,95 +51,34 @@ from transformers import EncoderDecoderCache, StaticCache
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
+from studio.errors import InputError
 from studio.hooks import decoder_hooks
-from studio.model import LoadedModel
-from studio.recipe import Sampling
+from studio.model import FREE, LoadedModel, strip_delay
+from studio.sampling import Sampling, filter_scores, guide, sample
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]  # (steps done, total steps)
-FREE = -1  # delay-pattern entry: the model's token goes here (any other value is a fixed pad token)
 WARMUP_STEPS = 3  # eager steps before capture: step 0 fills the cross-attention cache, the next ones settle kernels
 _ATTENTION = ("sdpa", "eager")
-
-
-class DecodeError(ValueError):
-    """The fast decoder cannot run this request; the message says why and what to do instead."""
 
 
 @dataclass
 class DecodeResult:
     """What one decode produced. ``codes`` are EnCodec's input, ``sequence`` the decoder's token grid."""
 
-    codes: torch.Tensor            # [B, K, frames] int64 (CPU): audio codes per prompt and codebook
-    sequence: torch.Tensor         # [B, K, total + 1] int64 (CPU): delay-pattern grid, BOS column first, pads kept
-    audio: np.ndarray | None       # [B, frames * hop] float32 at sample_rate; None when with_audio=False
+    codes: torch.Tensor  # [B, K, frames] int64 (CPU): audio codes per prompt and codebook
+    sequence: torch.Tensor  # [B, K, total + 1] int64 (CPU): delay-pattern grid, BOS column first, pads kept
+    audio: np.ndarray | None  # [B, frames * hop] float32 at sample_rate; None when with_audio=False
     sample_rate: int
-    steps: int                     # decoder forwards = frames + K - 1
-    used_cuda_graph: bool          # some steps were CUDA graph replays
+    steps: int  # decoder forwards = frames + K - 1
+    used_cuda_graph: bool  # some steps were CUDA graph replays
 
 
 # ------------------------------------------------------------------------------------------------ pure pieces
 
-def delay_pattern(num_codebooks: int, frames: int, pad_token_id: int) -> torch.Tensor:
-    """[K, frames + K] int64 delay pattern over sequence positions 0 .. frames + K - 1.
-
-    Codebook k is delayed by k + 1 positions (BOS at position 0): its frames occupy positions k + 1 .. k + frames and
-    hold FREE (-1); every other slot holds ``pad_token_id``. Same grid as transformers' ``build_delay_pattern_mask``
-    (mono) for a BOS-only prompt and ``max_length = frames + K``.
-    """
-    position = torch.arange(frames + num_codebooks)
-    codebook = torch.arange(num_codebooks)[:, None]
-    free = (position > codebook) & (position <= codebook + frames)
-    return torch.where(free, FREE, pad_token_id)
-
-
-def strip_delay(sequence: torch.Tensor, frames: int) -> torch.Tensor:
-    """[B, K, S] delay-pattern grid -> [B, K, frames] codes: codebook k's frames sit at positions k + 1 .. k + frames."""
-    num_codebooks = sequence.shape[1]
-    return torch.stack([sequence[:, k, k + 1: k + 1 + frames] for k in range(num_codebooks)], dim=1)
-
-
-def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance on [2N, V] logits laid out [conditional; unconditional]: uncond + (cond - uncond) * s."""
-    conditional, unconditional = logits.split(logits.shape[0] // 2, dim=0)
-    return unconditional + (conditional - unconditional) * scale
-
-
-def filter_scores(scores: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (nucleus) on [N, V] scores; filtered entries become -inf.
-
-    top_k <= 0 and top_p outside (0, 1) switch those filters off. Ties at the k-th score are all kept; top-p keeps
-    the smallest set of highest scores whose probability mass exceeds top_p, and always the best one.
-    """
-    if temperature != 1.0:
-        scores = scores / temperature
-    if top_k > 0:
-        kth_best = torch.topk(scores, min(top_k, scores.shape[-1])).values[..., -1:]
-        scores = scores.masked_fill(scores < kth_best, float("-inf"))
-    if 0.0 < top_p < 1.0:
-        ascending, order = torch.sort(scores, dim=-1)
-        mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = mass_below <= 1.0 - top_p
-        drop_sorted[..., -1:] = False
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
-    return scores
-
-
-def sample(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row of [N, V] scores, drawn from softmax(scores).
-
-    Drawn as argmax(p / E) with E ~ Exp(1), which is how torch.multinomial draws one sample, so the tokens equal
-    ``torch.multinomial(p, 1)`` for the same generator state; unlike it, no validity check reads the
-    probabilities back to the host, so it can run inside a CUDA graph.
-    """
-    probs = scores.softmax(dim=-1)
-    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / race).argmax(dim=-1)
-
-
 # ------------------------------------------------------------------------------------------------ the program
+
 
 @dataclass(frozen=True)
 class Conditioning:
@@ -164,10 +103,11 @@ def encode_text(loaded: LoadedModel, prompts: Sequence[str], cfg: bool) -> Condi
     if projection is not None:
         states = projection(states)
     states = states * mask[..., None]
-    stack = model.decoder.model.decoder
+    stack = loaded.decoder_stack()
     query = states.new_zeros(states.shape[0], 1, stack.config.hidden_size)  # one new position per step
-    cross_mask = create_bidirectional_mask(config=stack.config, inputs_embeds=query, attention_mask=mask,
-                                           encoder_hidden_states=states)
+    cross_mask = create_bidirectional_mask(
+        config=stack.config, inputs_embeds=query, attention_mask=mask, encoder_hidden_states=states
+    )
     return Conditioning(states=states, mask=cross_mask, rows=states.shape[0])
 
 
@@ -178,29 +118,40 @@ class _DecodeProgram:
     that position's tokens for every decoder row; ``sequence`` the token grid of the conditional rows.
     """
 
-    def __init__(self, loaded: LoadedModel, conditioning: Conditioning, frames: int, sampling: Sampling,
-                 generator: torch.Generator | None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        conditioning: Conditioning,
+        frames: int,
+        sampling: Sampling,
+        generator: torch.Generator | None,
+    ):
         model, device = loaded.model, loaded.device
-        self.stack = model.decoder.model.decoder
+        self.stack = loaded.decoder_stack()
         self.heads = model.decoder.lm_heads
         self.num_codebooks = loaded.num_codebooks
-        self.total = frames + self.num_codebooks - 1
+        self.total = loaded.steps_for(frames)
         self.conditioning = conditioning
         self.sampling, self.generator = sampling, generator
         self.copies = 2 if sampling.guidance_scale > 1 else 1
         batch = conditioning.rows // self.copies
-        start = _start_token(model)
-        pattern = delay_pattern(self.num_codebooks, frames, start).to(device)
-        self.pattern = pattern.repeat(batch, 1)                                          # [B*K, S]
+        start = loaded.start_token
+        pattern = loaded.delay_pattern(frames).to(device)
+        self.pattern = pattern.repeat(batch, 1)  # [B*K, S]
         self.sequence = self.pattern.clone()  # column 0 is the BOS column: the start token in every codebook
         self.inputs = torch.full((conditioning.rows * self.num_codebooks, 1), start, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.key_index = torch.arange(self.total, device=device)
-        self.masked_value = (None if self.stack.config._attn_implementation == "sdpa"
-                             else torch.tensor(torch.finfo(loaded.dtype).min, dtype=loaded.dtype, device=device))
+        self.masked_value = (
+            None
+            if self.stack.config._attn_implementation == "sdpa"
+            else torch.tensor(torch.finfo(loaded.dtype).min, dtype=loaded.dtype, device=device)
+        )
         config = self.stack.config
-        self.cache = EncoderDecoderCache(StaticCache(config=config, max_cache_len=self.total),
-                                         StaticCache(config=config, max_cache_len=conditioning.states.shape[1]))
+        self.cache = EncoderDecoderCache(
+            StaticCache(config=config, max_cache_len=self.total),
+            StaticCache(config=config, max_cache_len=conditioning.states.shape[1]),
+        )
 
     def stack_forward(self, input_ids: torch.Tensor, **_ignored) -> BaseModelOutputWithPastAndCrossAttentions:
         """The decoder stack for one new position (replaces the stack's ``forward`` during a decode).
@@ -217,8 +168,14 @@ class _DecodeProgram:
         causal = visible if self.masked_value is None else torch.where(visible, 0.0, self.masked_value)
         conditioning = self.conditioning
         for layer in stack.layers:
-            hidden = layer(hidden, causal, conditioning.states, encoder_attention_mask=conditioning.mask,
-                           cache=self.cache, use_cache=True)
+            hidden = layer(
+                hidden,
+                causal,
+                conditioning.states,
+                encoder_attention_mask=conditioning.mask,
+                cache=self.cache,
+                use_cache=True,
+            )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=stack.layer_norm(hidden), cache=self.cache)
 
     def step(self) -> None:
@@ -239,15 +196,6 @@ class _DecodeProgram:
         self.sequence.index_copy_(1, column, tokens[:, None])
         self.inputs.copy_(tokens.repeat(self.copies)[:, None])
         self.position.add_(1)
-
-
-def _start_token(model) -> int:
-    """The decoder's start (and pad) token: what generate fills the delay pattern with."""
-    config = model.generation_config
-    for value in (config.decoder_start_token_id, config.bos_token_id, model.config.decoder.bos_token_id):
-        if value is not None:
-            return int(value)
-    raise DecodeError("the model defines no decoder_start_token_id or bos_token_id; use --engine hf")
 
 
 @contextmanager
@@ -274,6 +222,7 @@ def _hooks_allow_graph(stack: torch.nn.Module) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ the loops
+
 
 def _run_eager(program: _DecodeProgram, on_step: StepCallback | None) -> None:
     for done in range(1, program.total + 1):
@@ -315,43 +264,52 @@ def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
 
 def _check_request(loaded: LoadedModel, prompts: Sequence[str], frames: int, sampling: Sampling) -> None:
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise DecodeError("prompts must be a non-empty list of strings")
+        raise InputError("prompts must be a non-empty list of strings")
     if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
-        raise DecodeError(f"frames must be a positive integer, got {frames}")
+        raise InputError(f"frames must be a positive integer, got {frames}")
     config = loaded.model.config.decoder
     if getattr(config, "audio_channels", 1) != 1:
-        raise DecodeError("the fast decoder handles mono MusicGen only; use --engine hf for stereo checkpoints")
+        raise InputError("the fast decoder handles mono MusicGen only; use --engine hf for stereo checkpoints")
     if config._attn_implementation not in _ATTENTION:
-        raise DecodeError(f"the fast decoder supports attention {' or '.join(_ATTENTION)}, the model uses "
-                          f"'{config._attn_implementation}'; load it with attn_implementation='sdpa' or use --engine hf")
-    positions = loaded.model.decoder.model.decoder.embed_positions.weights.shape[0]
-    if frames + loaded.num_codebooks - 1 > positions:
-        raise DecodeError(f"{frames} frames need {frames + loaded.num_codebooks - 1} decoder positions, the model "
-                          f"has {positions}; ask for a shorter clip")
+        raise InputError(
+            f"the fast decoder supports attention {' or '.join(_ATTENTION)}, the model uses "
+            f"'{config._attn_implementation}'; load it with attn_implementation='sdpa' or use --engine hf"
+        )
+    loaded.check_seconds(frames / loaded.frame_rate)  # the model's length limit keeps every step inside its positions
     if not sampling.greedy and not sampling.temperature > 0:
-        raise DecodeError(f"temperature must be > 0, got {sampling.temperature}")
+        raise InputError(f"temperature must be > 0, got {sampling.temperature}")
     if not 0.0 <= sampling.top_p <= 1.0:
-        raise DecodeError(f"top_p must be within [0, 1], got {sampling.top_p}")
+        raise InputError(f"top_p must be within [0, 1], got {sampling.top_p}")
 
 
 def _use_graph(loaded: LoadedModel, requested: bool | None) -> bool:
-    stack = loaded.model.decoder.model.decoder
+    stack = loaded.decoder_stack()
     if requested is None:
         graph_ok = loaded.device.type == "cuda" and _hooks_allow_graph(stack)
         if loaded.device.type == "cuda" and not graph_ok:
             log.info("decoder hooks are not marked cuda_graph_safe: decoding eagerly")
         return graph_ok
     if requested and loaded.device.type != "cuda":
-        raise DecodeError(f"use_cuda_graph needs a CUDA device, the model is on {loaded.device}")
+        raise InputError(f"use_cuda_graph needs a CUDA device, the model is on {loaded.device}")
     if requested and not _hooks_allow_graph(stack):
-        raise DecodeError("use_cuda_graph: a hook on the decoder is not marked cuda_graph_safe (it would not run on "
-                          "graph replays); decode eagerly (use_cuda_graph=False) or make the hook replay-safe")
+        raise InputError(
+            "use_cuda_graph: a hook on the decoder is not marked cuda_graph_safe (it would not run on "
+            "graph replays); decode eagerly (use_cuda_graph=False) or make the hook replay-safe"
+        )
     return bool(requested)
 
 
-def decode(loaded: LoadedModel, prompts: Sequence[str], frames: int, *, seed: int = 0,
-           sampling: Sampling = Sampling(), on_step: StepCallback | None = None,
-           use_cuda_graph: bool | None = None, with_audio: bool = True) -> DecodeResult:
+def decode(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    frames: int,
+    *,
+    seed: int = 0,
+    sampling: Sampling = Sampling(),
+    on_step: StepCallback | None = None,
+    use_cuda_graph: bool | None = None,
+    with_audio: bool = True,
+) -> DecodeResult:
     """Generate `frames` audio frames (50 per second) for each prompt; the caller holds ``loaded.lock``.
 
     Runs frames + K - 1 decoder steps, calling ``on_step(done, total)`` after each. Sampling draws from a
@@ -376,10 +334,18 @@ def decode(loaded: LoadedModel, prompts: Sequence[str], frames: int, *, seed: in
             values = loaded.model.audio_encoder.decode(codes[None], audio_scales=[None] * len(prompts)).audio_values
             audio = values[:, 0].float().cpu().numpy()
     # Copies made outside inference mode: ordinary tensors the caller may modify.
-    return DecodeResult(codes=codes.to("cpu", copy=True), sequence=sequence.to("cpu", copy=True), audio=audio,
-                        sample_rate=loaded.sample_rate, steps=program.total,
-                        used_cuda_graph=graphed and program.total > WARMUP_STEPS)
+    return DecodeResult(
+        codes=codes.to("cpu", copy=True),
+        sequence=sequence.to("cpu", copy=True),
+        audio=audio,
+        sample_rate=loaded.sample_rate,
+        steps=program.total,
+        used_cuda_graph=graphed and program.total > WARMUP_STEPS,
+    )
 
 
-__all__ = ["DecodeError", "DecodeResult", "Conditioning", "decode", "delay_pattern", "strip_delay", "guide", "filter_scores",
-           "sample", "encode_text"]
+def warm_up(loaded: LoadedModel) -> None:
+    """One short decode, long enough to capture and replay a CUDA graph on a GPU, so that kernels are selected and
+    memory is allocated before the first request is served."""
+    with loaded.lock:
+        decode(loaded, [""], frames=WARMUP_STEPS + 2, sampling=Sampling(guidance_scale=3.0), with_audio=False)

@@ -31,9 +31,12 @@ def decoder_hooks(stack: torch.nn.Module) -> list:
     attentions; they do nothing unless such a request is running, which never happens inside our steering or decoding,
     so they are neither steering nor a reason to refuse a CUDA graph.
     """
-    return [hook for module in stack.modules()
-            for hook in [*module._forward_pre_hooks.values(), *module._forward_hooks.values()]
-            if getattr(hook, "__module__", None) != "transformers.utils.output_capturing"]
+    return [
+        hook
+        for module in stack.modules()
+        for hook in [*module._forward_pre_hooks.values(), *module._forward_hooks.values()]
+        if getattr(hook, "__module__", None) != "transformers.utils.output_capturing"
+    ]
 
 
 def _cache_length(cache):
@@ -65,19 +68,28 @@ class HookManager:
 
     cuda_graph_safe = True
 
-    def __init__(self, loaded, plan: SteeringPlan | None = None, capture_layer: int | None = None,
-                 steps: int | None = None, cfg: bool = False):
-        self.decoder = loaded.model.decoder.model.decoder
+    def __init__(
+        self,
+        loaded,
+        plan: SteeringPlan | None = None,
+        capture_layer: int | None = None,
+        steps: int | None = None,
+        cfg: bool = False,
+    ):
+        self.decoder = loaded.decoder_stack()
         self.layers = loaded.decoder_layers()
         self.plan, self.capture_layer, self.cfg = plan, capture_layer, cfg
         self.dtype, self.device = loaded.dtype, loaded.device
         self.steps = steps if steps is not None else (plan.steps if plan is not None else 0)
         # One scratch row past the end takes the positions beyond `steps` (an extra look-ahead forward).
-        self._buffer = (torch.zeros(self.steps + 1, loaded.hidden_size, dtype=torch.float32, device=loaded.device)
-                        if capture_layer is not None else None)
+        self._buffer = (
+            torch.zeros(self.steps + 1, loaded.hidden_size, dtype=torch.float32, device=loaded.device)
+            if capture_layer is not None
+            else None
+        )
         self.states = self._buffer[: self.steps] if self._buffer is not None else None
         self._filled = torch.zeros((), dtype=torch.long, device=loaded.device)  # captured positions, device steps
-        self._filled_host = 0                                                  # ... host steps
+        self._filled_host = 0  # ... host steps
         self._start = 0
         self.forwards = 0
         self._handles: list = []

@@ -1,7 +1,9 @@
-"""Load a frozen MusicGen: a hub id, a local ``save_pretrained`` folder, or the built-in offline ``tiny`` model.
+"""Load a frozen MusicGen (a hub id, a local ``save_pretrained`` folder, or the built-in offline ``tiny`` model) and
+keep the facts about it that the rest of the studio needs: frame rate, steps for a clip, the codebook delay pattern,
+the decoder stack.
 
-The model is moved to its device once, put in eval mode with gradients off, and warmed up with one short
-generation (the first generate on a GPU is several times slower than the next ones).
+The model is moved to its device once and put in eval mode with gradients off. Warming it up (the first generation on
+a GPU is several times slower than the next ones) is the decode loop's job: ``studio.decode.warm_up``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from transformers import (
     T5Config,
 )
 
+from studio.errors import InputError, ModelLoadError
+
 log = logging.getLogger(__name__)
 
 
@@ -45,16 +49,13 @@ logging.getLogger("transformers.configuration_utils").addFilter(_MusicgenSpecial
 
 TINY = "tiny"
 TINY_SEED = 0
+TINY_DECODER = dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, ffn_dim=128)
 # MusicGen was trained on 30 s excerpts; longer clips need windowed generation, which we do not do.
 TRAINED_SECONDS = 30.0
 # Recorded in the config we save so that a folder remembers which model it is (ConceptBanks check it).
 MODEL_ID_KEY = "musicrfm_model_id"
 # Config keys that vary with the machine or library version, not with the model.
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "dtype", "torch_dtype", "architectures"}
-
-
-class ModelLoadError(Exception):
-    """A model could not be loaded; the message is one line saying why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,13 @@ class LoadedModel:
     # Held for a whole generation: hooks and the global RNG seed belong to one request at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    def decoder_stack(self) -> nn.Module:
+        """The decoder's transformer stack (embeddings, layers, final norm): where steering hooks attach."""
+        return self.model.decoder.model.decoder
+
     def decoder_layers(self) -> nn.ModuleList:
         """The decoder's transformer layers; each returns a plain hidden-state tensor [B, T, d]."""
-        return self.model.decoder.model.decoder.layers
+        return self.decoder_stack().layers
 
     @functools.cached_property
     def weights_fingerprint(self) -> str:
@@ -108,6 +113,63 @@ class LoadedModel:
         """Number of 20 ms audio frames (decoder steps that yield audio) for a clip of `seconds`."""
         return int(round(seconds * self.frame_rate))
 
+    def steps_for(self, frames: int) -> int:
+        """Decoder steps for `frames` audio frames: one per frame plus the codebook delay (codebook k lags by k)."""
+        return frames + self.num_codebooks - 1
+
+    def check_seconds(self, seconds: float) -> int:
+        """The one check of a clip length against this model: its frames, or InputError naming ``seconds``."""
+        if seconds > self.max_seconds + 1e-9:
+            raise InputError.at("seconds", f"must be at most {self.max_seconds:g} for {self.model_id}, got {seconds:g}")
+        frames = self.frames_for(seconds)
+        if frames < 1:
+            raise InputError.at("seconds", f"must be at least one frame ({1 / self.frame_rate:g} s), got {seconds:g}")
+        return frames
+
+    @functools.cached_property
+    def start_token(self) -> int:
+        """The decoder's start (and pad) token: the BOS column and the delay pattern's padded slots hold it."""
+        config = self.model.generation_config
+        for value in (config.decoder_start_token_id, config.bos_token_id, self.model.config.decoder.bos_token_id):
+            if value is not None:
+                return int(value)
+        raise ModelLoadError(f"{self.model_id} defines no decoder_start_token_id or bos_token_id")
+
+    def delay_pattern(self, frames: int) -> torch.Tensor:
+        """[K, frames + K] int64: the codebook delay pattern over sequence positions 0 .. frames + K - 1.
+
+        Codebook k is delayed by k + 1 positions (BOS at position 0): its frames occupy positions k + 1 .. k + frames
+        and hold FREE (-1); every other slot holds the start token. Same grid as transformers'
+        ``build_delay_pattern_mask`` (mono) for a BOS-only prompt and ``max_length = frames + K``.
+        """
+        return delay_pattern(self.num_codebooks, frames, self.start_token)
+
+
+FREE = -1  # delay-pattern entry: the model's token goes here (any other value is a fixed pad token)
+
+
+def delay_pattern(num_codebooks: int, frames: int, pad_token_id: int) -> torch.Tensor:
+    """[K, frames + K] int64 delay pattern (see ``LoadedModel.delay_pattern``) for any codebook count and pad token."""
+    position = torch.arange(frames + num_codebooks)
+    codebook = torch.arange(num_codebooks)[:, None]
+    free = (position > codebook) & (position <= codebook + frames)
+    return torch.where(free, FREE, pad_token_id)
+
+
+def apply_delay(codes: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """[B, K, F] codes -> [B, K, F + K] delay-pattern grid: codebook k's frames at positions k + 1 .. k + F, pad
+    elsewhere (the inverse of ``strip_delay``)."""
+    batch, books, frames = codes.shape
+    grid = delay_pattern(books, frames, pad_token_id).to(codes.device).repeat(batch, 1, 1)
+    grid[grid == FREE] = codes.reshape(-1)  # row-major: every (b, k) row has exactly F free slots, in frame order
+    return grid
+
+
+def strip_delay(grid: torch.Tensor, frames: int) -> torch.Tensor:
+    """[B, K, S] delay-pattern grid -> [B, K, frames] codes (codebook k's frames sit at positions k + 1 .. k + frames);
+    the inverse of ``apply_delay``."""
+    return torch.stack([grid[:, k, k + 1 : k + 1 + frames] for k in range(grid.shape[1])], dim=1)
+
 
 def build_tiny_model() -> MusicgenForConditionalGeneration:
     """A MusicGen with the real architecture at toy sizes, randomly initialised from a fixed seed.
@@ -115,29 +177,53 @@ def build_tiny_model() -> MusicgenForConditionalGeneration:
     T5 text encoder, EnCodec-shaped 32 kHz audio codec (hop 640 = 50 Hz frames, 4 codebooks) and a 6-layer,
     64-wide decoder. Built offline; identical bytes on every machine with the same torch version.
     """
-    text = T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    audio = EncodecConfig(
-        sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=32, upsampling_ratios=[8, 5, 4, 4],
-        codebook_size=256, codebook_dim=32, target_bandwidths=[1.6], num_residual_layers=1, num_lstm_layers=1,
-        norm_type="weight_norm", use_causal_conv=False, normalize=False,
+    config = musicgen_config(  # codebook_dim defaults to the codec's hidden_size, 32
+        text=dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+        codec=dict(num_filters=4, hidden_size=32, codebook_size=256, target_bandwidths=[1.6], num_lstm_layers=1),
+        decoder=dict(vocab_size=256, max_position_embeddings=1504, **TINY_DECODER),
     )
-    decoder = MusicgenDecoderConfig(
-        vocab_size=256, hidden_size=64, num_hidden_layers=6, num_attention_heads=4, ffn_dim=128, num_codebooks=4,
-        max_position_embeddings=1504, pad_token_id=256, bos_token_id=256,
-    )
-    config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
     setattr(config, MODEL_ID_KEY, TINY)
     fork_devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(TINY_SEED)
         model = MusicgenForConditionalGeneration(config)
         _init_codebooks_from_tones(model.audio_encoder, seconds=8)
-    # The same sampling defaults as the published checkpoints.
-    model.generation_config = GenerationConfig(
-        do_sample=True, guidance_scale=3.0, top_k=250, max_length=1500,
-        decoder_start_token_id=256, pad_token_id=256, bos_token_id=256,
-    )
+    model.generation_config = sampling_defaults(config.decoder.vocab_size)
     return model.eval()
+
+
+def musicgen_config(text: dict, codec: dict, decoder: dict) -> MusicgenConfig:
+    """A MusicGen config from the sizes that vary; the rest is what every published mono checkpoint shares: a 32 kHz
+    EnCodec with hop 640 (50 frames per second), 4 codebooks, pad and start token = the codebook size."""
+    codec = (
+        dict(
+            sampling_rate=32000,
+            audio_channels=1,
+            upsampling_ratios=[8, 5, 4, 4],
+            norm_type="weight_norm",
+            use_causal_conv=False,
+            normalize=False,
+        )
+        | codec
+    )
+    token = decoder["vocab_size"]
+    decoder = dict(num_codebooks=4, pad_token_id=token, bos_token_id=token) | decoder
+    return MusicgenConfig(
+        text_encoder=T5Config(**text), audio_encoder=EncodecConfig(**codec), decoder=MusicgenDecoderConfig(**decoder)
+    )
+
+
+def sampling_defaults(start_token: int) -> GenerationConfig:
+    """The published checkpoints' own sampling defaults."""
+    return GenerationConfig(
+        do_sample=True,
+        guidance_scale=3.0,
+        top_k=250,
+        max_length=1500,
+        decoder_start_token_id=start_token,
+        pad_token_id=start_token,
+        bos_token_id=start_token,
+    )
 
 
 @torch.no_grad()
@@ -211,8 +297,14 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     """fp16 on CUDA and fp32 on the CPU unless asked otherwise (fp16 matmuls on the CPU are slow or missing)."""
     if dtype is None:
         return torch.float16 if device.type == "cuda" else torch.float32
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     if dtype not in table:
         raise ModelLoadError(f"unknown dtype '{dtype}': use one of fp32, fp16, bf16")
     return table[dtype]
@@ -250,20 +342,47 @@ def _load_weights(name: str):
     try:
         model, tokenizer = _from_pretrained(name, local_only=True)
     except (OSError, ValueError):
-        fix = (f"cannot load model '{name}': it is not in the local Hugging Face cache and the hub is not reachable. "
-               f"Fix: run once with internet access to cache it, or pass a local folder written by save_pretrained "
-               f"(--model /path/to/folder); --model tiny runs the built-in offline model")
+        fix = (
+            f"cannot load model '{name}': it is not in the local Hugging Face cache and the hub is not reachable. "
+            f"Fix: run once with internet access to cache it, or pass a local folder written by save_pretrained "
+            f"(--model /path/to/folder); --model tiny runs the built-in offline model"
+        )
         if not _hub_reachable():
             raise ModelLoadError(fix) from None
         try:
             model, tokenizer = _from_pretrained(name, local_only=False)
         except (OSError, ValueError) as err:
-            raise ModelLoadError(f"cannot load model '{name}' from the hub ({str(err).splitlines()[0]}). " + fix) from err
+            raise ModelLoadError(
+                f"cannot load model '{name}' from the hub ({str(err).splitlines()[0]}). " + fix
+            ) from err
     return model, tokenizer, name
 
 
-def load_model(name: str = TINY, device: str | None = None, dtype: str | None = None,
-               warmup: bool = True) -> LoadedModel:
+def as_loaded(
+    model: MusicgenForConditionalGeneration, tokenizer, model_id: str, device: torch.device, dtype: torch.dtype
+) -> LoadedModel:
+    """`model` moved to `device` and `dtype` once, frozen, with its facts read off its config."""
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    dec = model.config.decoder
+    frame_rate = int(model.config.audio_encoder.frame_rate)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=model_id,
+        device=device,
+        dtype=dtype,
+        sample_rate=int(model.config.audio_encoder.sampling_rate),
+        frame_rate=frame_rate,
+        num_codebooks=int(dec.num_codebooks),
+        num_layers=int(dec.num_hidden_layers),
+        hidden_size=int(dec.hidden_size),
+        max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks) / frame_rate),
+        is_tiny=model_id == TINY,
+        signature=ModelSignature(model_id, config_hash(model), int(dec.hidden_size), int(dec.num_hidden_layers)),
+    )
+
+
+def load_model(name: str = TINY, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load MusicGen by hub id, folder or "tiny", move it to `device` once and freeze it."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -271,29 +390,6 @@ def load_model(name: str = TINY, device: str | None = None, dtype: str | None = 
         model, tokenizer, model_id = build_tiny_model(), tiny_tokenizer(), TINY
     else:
         model, tokenizer, model_id = _load_weights(name)
-    model = model.to(device=torch_device, dtype=torch_dtype).eval().requires_grad_(False)
-    dec = model.config.decoder
-    frame_rate = int(model.config.audio_encoder.frame_rate)
-    loaded = LoadedModel(
-        model=model, tokenizer=tokenizer, model_id=model_id, device=torch_device, dtype=torch_dtype,
-        sample_rate=int(model.config.audio_encoder.sampling_rate), frame_rate=frame_rate,
-        num_codebooks=int(dec.num_codebooks), num_layers=int(dec.num_hidden_layers),
-        hidden_size=int(dec.hidden_size),
-        max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks) / frame_rate),
-        is_tiny=model_id == TINY,
-        signature=ModelSignature(model_id, config_hash(model), int(dec.hidden_size), int(dec.num_hidden_layers)),
-    )
-    if warmup:
-        _warm_up(loaded)
+    loaded = as_loaded(model, tokenizer, model_id, torch_device, torch_dtype)
     log.info("loaded %s on %s (%s)", loaded.signature.describe(), torch_device, torch_dtype)
     return loaded
-
-
-def _warm_up(loaded: LoadedModel) -> None:
-    """One short generation with the default engine, long enough to capture and replay a CUDA graph on a GPU, so that
-    kernels are selected and memory is allocated before the first request."""
-    from studio.decode import WARMUP_STEPS, decode  # decode needs LoadedModel: imported here, not at the top
-    from studio.recipe import Sampling
-
-    with loaded.lock:
-        decode(loaded, [""], frames=WARMUP_STEPS + 2, sampling=Sampling(guidance_scale=3.0), with_audio=False)

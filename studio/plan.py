@@ -16,7 +16,7 @@ trained probes on (a bank trained on a subset of layers has NaN validation AUCs 
 - exp: ``w0 * s_l ** (1 / kappa)`` with ``s`` the validation AUC min-max normalised over the chosen trained layers (all
   1 when the AUCs are equal);
 - manual: the recipe's list, one weight per layer.
-An untrained layer always gets weight 0 (``recipe.check_for_banks`` refuses recipes that ask for one).
+An untrained layer always gets weight 0 (``studio.banks.check_for_banks`` refuses recipes that ask for one).
 Gates are Bernoulli(gate_p) per (step, layer, control), drawn on the CPU from a torch.Generator seeded with the
 recipe's seed, independently of the sampling RNG; control k draws a [T, L] block after controls 0..k-1, so adding a
 control never changes the gates of the ones before it.
@@ -35,13 +35,13 @@ from studio.recipe import Control, LayerSpec, Recipe, chosen_layers
 class SteeringPlan:
     """c[T, L, K] and V[L, K, d] on the model's device (float32), plus what the UI plots about them."""
 
-    coefficients: torch.Tensor    # [T, L, K]
-    directions: torch.Tensor      # [L, K, d]
-    cfg_mode: str                 # "both" | "cond_only"
-    labels: tuple[str, ...]       # per control: "concept/class/component"
-    layer_weights: torch.Tensor   # [L, K] (CPU)
-    schedules: torch.Tensor       # [T, K] (CPU) schedule_k(t), before strength and gates
-    gates: torch.Tensor           # [T, L, K] bool (CPU)
+    coefficients: torch.Tensor  # [T, L, K]
+    directions: torch.Tensor  # [L, K, d]
+    cfg_mode: str  # "both" | "cond_only"
+    labels: tuple[str, ...]  # per control: "concept/class/component"
+    layer_weights: torch.Tensor  # [L, K] (CPU)
+    schedules: torch.Tensor  # [T, K] (CPU) schedule_k(t), before strength and gates
+    gates: torch.Tensor  # [T, L, K] bool (CPU)
 
     @property
     def steps(self) -> int:
@@ -64,25 +64,26 @@ def minmax(values: torch.Tensor) -> torch.Tensor:
     return (values - low) / (high - low)
 
 
-def layer_weights(spec: LayerSpec, val_auc: torch.Tensor, trained=None) -> torch.Tensor:
+def layer_weights(spec: LayerSpec, val_score: torch.Tensor, trained=None) -> torch.Tensor:
     """float32 [L]: the weight of each decoder layer for one control, given its class's validation AUC per layer.
 
     ``trained``: the layers the bank has probes on; default the layers with a finite AUC. Weight goes to them only."""
-    num_layers = int(val_auc.shape[0])
+    num_layers = int(val_score.shape[0])
     if trained is None:
-        trained = torch.isfinite(val_auc).nonzero().flatten().tolist()
+        trained = torch.isfinite(val_score).nonzero().flatten().tolist()
     usable = torch.zeros(num_layers, dtype=torch.bool)
     usable[list(trained)] = True
     if spec.mode == "manual":
         if len(spec.weights) != num_layers:
-            raise ValueError(f"manual layer weights: got {len(spec.weights)}, need one per decoder layer "
-                             f"({num_layers})")
+            raise ValueError(
+                f"manual layer weights: got {len(spec.weights)}, need one per decoder layer ({num_layers})"
+            )
         return torch.tensor(spec.weights, dtype=torch.float32) * usable
     chosen = torch.tensor([layer for layer in chosen_layers(spec, num_layers) if usable[layer]], dtype=torch.long)
     weights = torch.zeros(num_layers, dtype=torch.float32)
     if len(chosen) == 0:
         return weights
-    auc = val_auc.to(torch.float64)[chosen]
+    auc = val_score.to(torch.float64)[chosen]
     if spec.mode == "uniform":
         weights[chosen] = 1.0
     elif spec.mode == "topk":
@@ -104,23 +105,26 @@ def draw_gates(gate_p: list[float], steps: int, num_layers: int, seed: int) -> t
     return torch.stack(blocks, dim=-1)
 
 
-def coefficients(strength: torch.Tensor, schedules: torch.Tensor, weights: torch.Tensor,
-                 gates: torch.Tensor) -> torch.Tensor:
+def coefficients(
+    strength: torch.Tensor, schedules: torch.Tensor, weights: torch.Tensor, gates: torch.Tensor
+) -> torch.Tensor:
     """c[t, l, k] = strength[k] * schedules[t, k] * weights[l, k] * gates[t, l, k] (float32 [T, L, K])."""
-    return (strength[None, None, :] * schedules[:, None, :] * weights[None, :, :]
-            * gates.to(torch.float32)).to(torch.float32)
+    return (strength[None, None, :] * schedules[:, None, :] * weights[None, :, :] * gates.to(torch.float32)).to(
+        torch.float32
+    )
 
 
 def control_label(control: Control) -> str:
     return f"{control.concept}/{control.class_name}/{control.component}"
 
 
-def build_plan(recipe: Recipe, banks: dict, steps: int, frame_rate: float,
-               device: torch.device | str = "cpu") -> SteeringPlan:
+def build_plan(
+    recipe: Recipe, banks: dict, steps: int, frame_rate: float, device: torch.device | str = "cpu"
+) -> SteeringPlan:
     """Compile the recipe's enabled controls into a SteeringPlan of `steps` decoder steps.
 
-    `banks` maps concept -> ConceptBank (checked beforehand with recipe.check_for_banks). Disabled controls are left
-    out, so K = number of enabled controls (K = 0 gives an all-zero plan of shape [T, L, 0]).
+    `banks` maps concept -> ConceptBank (checked beforehand with studio.banks.check_for_banks). Disabled controls are
+    left out, so K = number of enabled controls (K = 0 gives an all-zero plan of shape [T, L, 0]).
     """
     controls = recipe.active_controls()
     any_bank = next(iter(banks.values()), None)
@@ -132,7 +136,7 @@ def build_plan(recipe: Recipe, banks: dict, steps: int, frame_rate: float,
         bank = banks[control.concept]
         cls = bank.class_index(control.class_name)
         directions.append(bank.directions[:, cls, control.component].to(torch.float32))
-        weights.append(layer_weights(control.layers, bank.val_auc[:, cls], trained=bank.layers))
+        weights.append(layer_weights(control.layers, bank.val_score[:, cls], trained=bank.layers))
         schedule_rows.append(torch.from_numpy(control.schedule.values(steps, frame_rate)).to(torch.float32))
     count = len(controls)
     V = torch.stack(directions, dim=1) if count else torch.zeros(num_layers, 0, hidden)
@@ -141,5 +145,12 @@ def build_plan(recipe: Recipe, banks: dict, steps: int, frame_rate: float,
     gates = draw_gates([c.gate_p for c in controls], steps, num_layers, recipe.seed)
     strength = torch.tensor([c.strength for c in controls], dtype=torch.float32)
     C = coefficients(strength, S, W, gates)
-    return SteeringPlan(coefficients=C.to(device), directions=V.contiguous().to(device), cfg_mode=recipe.cfg_mode,
-                        labels=tuple(control_label(c) for c in controls), layer_weights=W, schedules=S, gates=gates)
+    return SteeringPlan(
+        coefficients=C.to(device),
+        directions=V.contiguous().to(device),
+        cfg_mode=recipe.cfg_mode,
+        labels=tuple(control_label(c) for c in controls),
+        layer_weights=W,
+        schedules=S,
+        gates=gates,
+    )

@@ -57,7 +57,7 @@ class Readout:
     layer: int
     frame_rate: int
     window_steps: int
-    window: torch.Tensor   # [T, C] float32
+    window: torch.Tensor  # [T, C] float32
     running: torch.Tensor  # [T, C] float32
 
     @property
@@ -67,21 +67,40 @@ class Readout:
     def to_dict(self, digits: int = 6) -> dict:
         """JSON-ready: one entry per step with its time in seconds (step / frame_rate)."""
         window, running = self.window.tolist(), self.running.tolist()
-        return {"concept": self.concept, "classes": list(self.classes), "layer": self.layer,
-                "frame_rate": self.frame_rate, "window_steps": self.window_steps,
-                "steps": [{"step": t, "time_s": round(t / self.frame_rate, 6),
-                           "window": [round(v, digits) for v in window[t]],
-                           "running": [round(v, digits) for v in running[t]]} for t in range(self.steps)]}
+        return {
+            "concept": self.concept,
+            "classes": list(self.classes),
+            "layer": self.layer,
+            "frame_rate": self.frame_rate,
+            "window_steps": self.window_steps,
+            "steps": [
+                {
+                    "step": t,
+                    "time_s": round(t / self.frame_rate, 6),
+                    "window": [round(v, digits) for v in window[t]],
+                    "running": [round(v, digits) for v in running[t]],
+                }
+                for t in range(self.steps)
+            ],
+        }
 
 
-def compute_readout(states: torch.Tensor, probe, concept: str, classes: list[str], layer: int, frame_rate: int,
-                    window_steps: int) -> Readout:
+def compute_readout(
+    states: torch.Tensor, probe, concept: str, classes: list[str], layer: int, frame_rate: int, window_steps: int
+) -> Readout:
     """Classify the window and running means of every captured step ([T, d] states) in one batch."""
     pooled = torch.cat([window_means(states, window_steps), running_means(states)]).float()
     scores = classify(probe, pooled)
     steps = len(states)
-    return Readout(concept=concept, classes=list(classes), layer=layer, frame_rate=frame_rate,
-                   window_steps=window_steps, window=scores[:steps], running=scores[steps:])
+    return Readout(
+        concept=concept,
+        classes=list(classes),
+        layer=layer,
+        frame_rate=frame_rate,
+        window_steps=window_steps,
+        window=scores[:steps],
+        running=scores[steps:],
+    )
 
 
 class LiveReadout:
@@ -96,9 +115,9 @@ class LiveReadout:
         """(window row, running row) for decoder `step`, whose state must already be captured."""
         upto = step + 1
         if upto > self._summed:
-            self._sum += self.states[self._summed: upto].to(torch.float64).sum(dim=0)
+            self._sum += self.states[self._summed : upto].to(torch.float64).sum(dim=0)
             self._summed = upto
-        window = self.states[max(0, upto - self.window_steps): upto].mean(dim=0)
+        window = self.states[max(0, upto - self.window_steps) : upto].mean(dim=0)
         running = (self._sum / upto).to(self.states.dtype)
         scores = classify(self.probe, torch.stack([window, running]))
         return scores[0].tolist(), scores[1].tolist()

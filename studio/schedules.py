@@ -13,7 +13,9 @@ strength and lie in [-1, 1]. Kinds:
   last point.
 
 ``crossfade`` makes two complementary schedules (they sum to 1 at every step) for a handover between two controls.
-Invalid parameters raise ``ScheduleError`` naming the parameter, so that a recipe can prefix it with its field path.
+Schedules read and write their JSON form (``{"kind": "linear", "start": 0, "end": 10, "from": 0, "to": 1}``) through
+studio/fields.py: ``read_schedule``, ``Schedule.to_dict``. Invalid parameters raise ``InputError`` naming the parameter,
+placed under the recipe's field path when read from a recipe.
 """
 
 from __future__ import annotations
@@ -24,23 +26,20 @@ from typing import ClassVar
 
 import numpy as np
 
+from studio.errors import InputError
+from studio.fields import fail, fields_to_json, items, json_fields, number, read, spec, tag
 
-class ScheduleError(ValueError):
-    """An invalid schedule parameter; ``field`` names it (e.g. ``rate`` or ``points[2]``)."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field} {problem}")
-        self.field, self.problem = field, problem
+MAX_POINTS = 2000
 
 
 def _check_value(field: str, value: float) -> None:
     if not (math.isfinite(value) and -1.0 <= value <= 1.0):
-        raise ScheduleError(field, f"must be in [-1, 1] (a fraction of the control's strength), got {value}")
+        raise InputError.at(field, f"must be in [-1, 1] (a fraction of the control's strength), got {value}")
 
 
 def _check_time(field: str, seconds: float) -> None:
     if not (math.isfinite(seconds) and seconds >= 0):
-        raise ScheduleError(field, f"must be a time in seconds >= 0, got {seconds}")
+        raise InputError.at(field, f"must be a time in seconds >= 0, got {seconds}")
 
 
 def step_times(steps: int, frame_rate: float) -> np.ndarray:
@@ -50,7 +49,7 @@ def step_times(steps: int, frame_rate: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Base class: subclasses define ``kind``, ``_evaluate`` and ``to_dict``."""
+    """Base class: subclasses define ``kind``, their fields and ``_evaluate``."""
 
     kind: ClassVar[str] = ""
 
@@ -62,7 +61,7 @@ class Schedule:
         raise NotImplementedError
 
     def to_dict(self) -> dict:
-        raise NotImplementedError
+        return {"kind": self.kind, **fields_to_json(self)}
 
     def latest_time(self) -> float:
         """The latest time in seconds the schedule names (a recipe checks it lies inside the clip)."""
@@ -71,7 +70,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Constant(Schedule):
-    value: float = 1.0
+    value: float = spec(1.0, read=number())
     kind: ClassVar[str] = "constant"
 
     def __post_init__(self):
@@ -80,23 +79,20 @@ class Constant(Schedule):
     def _evaluate(self, times, frame_rate):
         return np.full(times.shape, float(self.value))
 
-    def to_dict(self):
-        return {"kind": self.kind, "value": self.value}
-
 
 @dataclass(frozen=True)
 class Linear(Schedule):
-    start_s: float
-    end_s: float
-    from_value: float = 0.0
-    to_value: float = 1.0
+    start_s: float = spec(read=number(), key="start")
+    end_s: float = spec(read=number(), key="end")
+    from_value: float = spec(0.0, read=number(), key="from")
+    to_value: float = spec(1.0, read=number(), key="to")
     kind: ClassVar[str] = "linear"
 
     def __post_init__(self):
         _check_time("start", self.start_s)
         _check_time("end", self.end_s)
         if not self.end_s > self.start_s:
-            raise ScheduleError("end", f"must be after start ({self.start_s} s), got {self.end_s}")
+            raise InputError.at("end", f"must be after start ({self.start_s} s), got {self.end_s}")
         _check_value("from", self.from_value)
         _check_value("to", self.to_value)
 
@@ -104,24 +100,20 @@ class Linear(Schedule):
         progress = np.clip((times - self.start_s) / (self.end_s - self.start_s), 0.0, 1.0)
         return self.from_value + (self.to_value - self.from_value) * progress
 
-    def to_dict(self):
-        return {"kind": self.kind, "start": self.start_s, "end": self.end_s,
-                "from": self.from_value, "to": self.to_value}
-
     def latest_time(self):
         return self.end_s
 
 
 @dataclass(frozen=True)
 class Exponential(Schedule):
-    rate: float = 0.998
-    initial: float = 1.0
-    start_s: float = 0.0
+    rate: float = spec(0.998, read=number(), required=True)
+    initial: float = spec(1.0, read=number())
+    start_s: float = spec(0.0, read=number(), key="start")
     kind: ClassVar[str] = "exponential"
 
     def __post_init__(self):
         if not (math.isfinite(self.rate) and 0.0 < self.rate <= 1.0):
-            raise ScheduleError("rate", f"must be in (0, 1] (a per-step decay factor), got {self.rate}")
+            raise InputError.at("rate", f"must be in (0, 1] (a per-step decay factor), got {self.rate}")
         _check_value("initial", self.initial)
         _check_time("start", self.start_s)
 
@@ -130,37 +122,38 @@ class Exponential(Schedule):
         elapsed = np.maximum(np.round(times * frame_rate) - round(self.start_s * frame_rate), 0.0)
         return self.initial * np.power(self.rate, elapsed)
 
-    def to_dict(self):
-        return {"kind": self.kind, "rate": self.rate, "initial": self.initial, "start": self.start_s}
-
     def latest_time(self):
         return self.start_s
 
 
+def _point(value, path: str) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        fail(path, "must be a [seconds, value] pair")
+    return number()(value[0], f"{path}[0]"), number()(value[1], f"{path}[1]")
+
+
 @dataclass(frozen=True)
 class Points(Schedule):
-    points: tuple[tuple[float, float], ...]
+    points: tuple[tuple[float, float], ...] = spec(read=items(_point, MAX_POINTS))
     kind: ClassVar[str] = "points"
 
     def __post_init__(self):
         if len(self.points) == 0:
-            raise ScheduleError("points", "must hold at least one [seconds, value] point")
+            raise InputError.at("points", "must hold at least one [seconds, value] point")
         previous = -math.inf
         for i, (seconds, value) in enumerate(self.points):
             _check_time(f"points[{i}][0]", seconds)
             _check_value(f"points[{i}][1]", value)
             if not seconds > previous:
-                raise ScheduleError(f"points[{i}][0]", f"must be later than the point before ({previous} s), "
-                                                       f"got {seconds}")
+                raise InputError.at(
+                    f"points[{i}][0]", f"must be later than the point before ({previous} s), got {seconds}"
+                )
             previous = seconds
 
     def _evaluate(self, times, frame_rate):
         xs = np.array([p[0] for p in self.points], dtype=np.float64)
         ys = np.array([p[1] for p in self.points], dtype=np.float64)
         return np.interp(times, xs, ys)
-
-    def to_dict(self):
-        return {"kind": self.kind, "points": [[s, v] for s, v in self.points]}
 
     def latest_time(self):
         return self.points[-1][0]
@@ -172,3 +165,12 @@ def crossfade(start_s: float, end_s: float) -> tuple[Linear, Linear]:
     At every step the two values are ``1 - p`` and ``p`` for the same ramp progress ``p``, so they sum to 1.
     """
     return Linear(start_s, end_s, 1.0, 0.0), Linear(start_s, end_s, 0.0, 1.0)
+
+
+SCHEDULES = {cls.kind: cls for cls in (Constant, Linear, Exponential, Points)}
+
+
+def read_schedule(obj, path: str) -> Schedule:
+    """A schedule from its JSON form at `path` (InputError naming the field otherwise)."""
+    cls = SCHEDULES[tag(obj, path, "kind", tuple(SCHEDULES))]
+    return read(cls, obj, path, keys=("kind", *json_fields(cls)))

@@ -1,4 +1,5 @@
-"""Shared test set-up: one thread (two threads on a shared 2-core machine can be 100x slower), one tiny model per run."""
+"""Shared test set-up: one thread (two threads on a shared 2-core machine can be 100x slower), one tiny model per
+run."""
 
 import os
 

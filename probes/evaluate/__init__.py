@@ -13,6 +13,6 @@ Import from the modules themselves (``from probes.evaluate.dsp import estimate_t
 transformers, which this package file does not.
 """
 
-from .errors import EvaluationError
+from studio.errors import EvaluationError  # re-exported: the harness's error kind
 
 __all__ = ["EvaluationError"]

@@ -28,12 +28,14 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from .errors import EvaluationError
+from studio.errors import EvaluationError
 
 log = logging.getLogger(__name__)
 
-NO_CHECKPOINT_REASON = ("no CLAP checkpoint given: prompt adherence was not measured "
-                        "(pass --clap PATH, a folder holding a ClapModel and ClapProcessor saved with save_pretrained)")
+NO_CHECKPOINT_REASON = (
+    "no CLAP checkpoint given: prompt adherence was not measured "
+    "(pass --clap PATH, a folder holding a ClapModel and ClapProcessor saved with save_pretrained)"
+)
 
 
 @dataclass
@@ -107,20 +109,26 @@ class ClapScorer:
 
         folder = Path(path)
         if folder.is_file():  # e.g. a laion-clap .pt checkpoint, which transformers cannot read
-            raise EvaluationError(f"the CLAP checkpoint {folder} is a file, but --clap expects a folder: a "
-                                  "transformers ClapModel with its ClapProcessor, both saved with save_pretrained "
-                                  "(e.g. of laion/clap-htsat-unfused); laion-clap .pt checkpoints are not read")
+            raise EvaluationError(
+                f"the CLAP checkpoint {folder} is a file, but --clap expects a folder: a "
+                "transformers ClapModel with its ClapProcessor, both saved with save_pretrained "
+                "(e.g. of laion/clap-htsat-unfused); laion-clap .pt checkpoints are not read"
+            )
         if not folder.is_dir():
-            raise EvaluationError(f"the CLAP checkpoint folder {folder} does not exist; pass a folder written by "
-                                  "ClapModel.save_pretrained and ClapProcessor.save_pretrained, or leave out --clap")
+            raise EvaluationError(
+                f"the CLAP checkpoint folder {folder} does not exist; pass a folder written by "
+                "ClapModel.save_pretrained and ClapProcessor.save_pretrained, or leave out --clap"
+            )
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
             model = ClapModel.from_pretrained(folder, local_files_only=True).to(target).eval()
             processor = ClapProcessor.from_pretrained(folder, local_files_only=True)
         except Exception as error:  # whatever the loaders raise, the user's problem is the folder
-            raise EvaluationError(f"cannot load CLAP from {folder}: {error}. It needs the model files (config.json, "
-                                  "model.safetensors) and the processor files (preprocessor/processor config and "
-                                  "tokenizer) side by side") from error
+            raise EvaluationError(
+                f"cannot load CLAP from {folder}: {error}. It needs the model files (config.json, "
+                "model.safetensors) and the processor files (preprocessor/processor config and "
+                "tokenizer) side by side"
+            ) from error
         log.info("CLAP loaded from %s on %s", folder, target)
         return cls(model, processor, target, str(folder), seed)
 
@@ -133,7 +141,7 @@ class ClapScorer:
         """[N, e] float64 unit-norm audio embeddings of mono clips at `sample_rate`."""
         rows = []
         for start in range(0, len(clips), batch_size):
-            batch = [resample(clip, sample_rate, self.sample_rate) for clip in clips[start:start + batch_size]]
+            batch = [resample(clip, sample_rate, self.sample_rate) for clip in clips[start : start + batch_size]]
             with _seeded_numpy_global(self.seed + start):
                 inputs = self.processor.feature_extractor(batch, sampling_rate=self.sample_rate, return_tensors="pt")
             if "is_longer" in inputs:  # the true flag, not the extractor's random pick (see the module docstring)
@@ -169,8 +177,13 @@ def _unit_rows(x: torch.Tensor) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
-def clap_similarity(checkpoint: str | Path | None, clips: Sequence[np.ndarray], sample_rate: int,
-                    texts: Sequence[str], device: str | None = None) -> ClapResult:
+def clap_similarity(
+    checkpoint: str | Path | None,
+    clips: Sequence[np.ndarray],
+    sample_rate: int,
+    texts: Sequence[str],
+    device: str | None = None,
+) -> ClapResult:
     """CLAP similarity of clips to their prompts, or a skipped result (with its reason) when no checkpoint is given."""
     if checkpoint is None:
         return ClapResult.skipped(NO_CHECKPOINT_REASON)
@@ -189,14 +202,30 @@ def save_tiny_clap(folder: str | Path, seed: int = 0) -> Path:
     for symbol in sorted(ByteLevel.alphabet()):
         vocab[symbol] = len(vocab)
     config = ClapConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=80, pad_token_id=1, bos_token_id=0,
-                         eos_token_id=2),
-        audio_config=dict(depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], patch_embeds_hidden_size=8,
-                          hidden_size=64, enable_fusion=True, fusion_type="aff_2d"),
-        projection_dim=16)
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=80,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        ),
+        audio_config=dict(
+            depths=[1, 1, 1, 1],
+            num_attention_heads=[1, 1, 1, 1],
+            patch_embeds_hidden_size=8,
+            hidden_size=64,
+            enable_fusion=True,
+            fusion_type="aff_2d",
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(seed)
     ClapModel(config).save_pretrained(folder)
-    ClapProcessor(feature_extractor=ClapFeatureExtractor(),
-                  tokenizer=RobertaTokenizer(vocab=vocab, merges=[])).save_pretrained(folder)
+    ClapProcessor(
+        feature_extractor=ClapFeatureExtractor(), tokenizer=RobertaTokenizer(vocab=vocab, merges=[])
+    ).save_pretrained(folder)
     return folder

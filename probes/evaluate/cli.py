@@ -1,19 +1,12 @@
-"""The `eval` command of `python -m probes`: arguments and entry point.
-
-Hook it into a parser with ``add_eval_arguments(sub.add_parser("eval", ...))`` and dispatch to ``run_eval(args)``,
-which returns the exit status: 0 after writing the results, 2 (one line on stderr, naming the problem) for input the
-run cannot use.
-"""
+"""The `eval` command of `python -m probes`: its arguments (``add_eval_arguments``) and ``run_eval(args)``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from .conditions import PAPER_GATES, PAPER_LAYER_MODES, PAPER_STRENGTHS, SWEEPS
-from .errors import EvaluationError
 from .runner import DEFAULT_PROMPTS, EXPERIMENTS, EvalSettings
 
 log = logging.getLogger(__name__)
@@ -31,8 +24,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add = parser.add_argument
     add("--out", required=True, type=Path, help="results folder (re-running with the same folder reuses its clips)")
     add("--model", default="tiny", help="hub id, save_pretrained folder or 'tiny'")
-    add("--bank", default=None, help="folder with one bank per concept, or a bank name under assets/banks "
-                                      "(default: assets/banks/<model name>)")
+    add(
+        "--bank",
+        default=None,
+        help="folder with one bank per concept, or a bank name under assets/banks (default: assets/banks/<model name>)",
+    )
     add("--concept", default="notes", help="the concept to steer and measure")
     add("--targets", nargs="+", help="target classes (default: three spread over the bank's classes)")
     add("--prompts", nargs="+", default=list(DEFAULT_PROMPTS), help="text prompts")
@@ -40,8 +36,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--seconds", type=float, default=10.0, help="clip length")
     add("--guidance-scale", type=float, default=3.0)
     add("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
-    add("--sweep", default="paper", choices=SWEEPS,
-        help="paper: vary one factor at a time around strength 0.3, exp0.95, p 0.3; product: every combination")
+    add(
+        "--sweep",
+        default="paper",
+        choices=SWEEPS,
+        help="paper: vary one factor at a time around strength 0.3, exp0.95, p 0.3; product: every combination",
+    )
     add("--strengths", nargs="+", type=float, default=list(PAPER_STRENGTHS))
     add("--layer-modes", nargs="+", default=list(PAPER_LAYER_MODES), help="uniform, top<K>, exp<kappa>")
     add("--gates", nargs="+", type=float, default=list(PAPER_GATES), help="gate probabilities p")
@@ -51,13 +51,26 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--multi-concept", default="chords", help="second concept of the multi-concept experiment")
     add("--multi-pairs", nargs="+", type=_pair, metavar="A:B", help="class pairs, e.g. C:major E:minor")
     add("--multi-strength", type=float, default=0.6, help="strength of each concept (the paper's figure: 0.6)")
-    add("--target-bpm", type=float, default=None, help="tempos only: the tempo steering aims for; a clip is a DSP "
-                                                       "hit when its measured tempo is within 4%% of it")
-    add("--clap", default=None, help="local CLAP checkpoint folder (ClapModel + ClapProcessor); without it CLAP "
-                                     "is skipped and the results say so")
+    add(
+        "--target-bpm",
+        type=float,
+        default=None,
+        help="tempos only: the tempo steering aims for; a clip is a DSP "
+        "hit when its measured tempo is within 4%% of it",
+    )
+    add(
+        "--clap",
+        default=None,
+        help="local CLAP checkpoint folder (ClapModel + ClapProcessor); without it CLAP "
+        "is skipped and the results say so",
+    )
     add("--device", default=None, help="cpu | cuda (default: cuda when present)")
-    add("--drift-layer", type=int, default=None, help="decoder layer of the FD/MMD embeddings (default: the "
-                                                      "bank's readout layer)")
+    add(
+        "--drift-layer",
+        type=int,
+        default=None,
+        help="decoder layer of the FD/MMD embeddings (default: the bank's readout layer)",
+    )
     add("--bootstrap", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
     add("--ci-seed", type=int, default=0)
     add("--no-progress", action="store_true", help="no progress bars")
@@ -66,14 +79,34 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     return EvalSettings(
-        out=args.out, model=args.model, bank=args.bank, concept=args.concept, targets=args.targets,
-        prompts=args.prompts, seeds=args.seeds, seconds=args.seconds, guidance_scale=args.guidance_scale,
-        strengths=args.strengths, layer_modes=args.layer_modes, gates=args.gates, sweep=args.sweep,
-        experiments=list(dict.fromkeys(args.experiments)), crossfade=args.crossfade,
-        crossfade_strength=args.crossfade_strength, readout_window_s=args.readout_window,
-        multi_concept=args.multi_concept, multi_pairs=args.multi_pairs, multi_strength=args.multi_strength,
-        target_bpm=args.target_bpm, clap=args.clap, device=args.device, drift_layer=args.drift_layer,
-        resamples=args.bootstrap, ci_seed=args.ci_seed, progress=not args.no_progress)
+        out=args.out,
+        model=args.model,
+        bank=args.bank,
+        concept=args.concept,
+        targets=args.targets,
+        prompts=args.prompts,
+        seeds=args.seeds,
+        seconds=args.seconds,
+        guidance_scale=args.guidance_scale,
+        strengths=args.strengths,
+        layer_modes=args.layer_modes,
+        gates=args.gates,
+        sweep=args.sweep,
+        experiments=list(dict.fromkeys(args.experiments)),
+        crossfade=args.crossfade,
+        crossfade_strength=args.crossfade_strength,
+        readout_window_s=args.readout_window,
+        multi_concept=args.multi_concept,
+        multi_pairs=args.multi_pairs,
+        multi_strength=args.multi_strength,
+        target_bpm=args.target_bpm,
+        clap=args.clap,
+        device=args.device,
+        drift_layer=args.drift_layer,
+        resamples=args.bootstrap,
+        ci_seed=args.ci_seed,
+        progress=not args.no_progress,
+    )
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -86,9 +119,11 @@ def _sweep_lines(sweep: dict) -> list[str]:
     lines = [f"{'condition':<28} {'probe':>6} {'95% CI':>13} {'dsp':>6} {'clap':>6} {'FD':>9} {'MMD2':>9}"]
     for row in sweep["table"]:
         ci = f"[{_fmt(row.get('probe_acc_low'), 2)},{_fmt(row.get('probe_acc_high'), 2)}]"
-        lines.append(f"{row['condition']:<28} {_fmt(row.get('probe_acc', row.get('probe_value'))):>6} {ci:>13} "
-                     f"{_fmt(row.get('dsp_acc', row.get('dsp_value'))):>6} {_fmt(row.get('clap')):>6} "
-                     f"{_fmt(row['fd_acts'], 4):>9} {_fmt(row['mmd_acts'], 4):>9}")
+        lines.append(
+            f"{row['condition']:<28} {_fmt(row.get('probe_acc', row.get('probe_value'))):>6} {ci:>13} "
+            f"{_fmt(row.get('dsp_acc', row.get('dsp_value'))):>6} {_fmt(row.get('clap')):>6} "
+            f"{_fmt(row['fd_acts'], 4):>9} {_fmt(row['mmd_acts'], 4):>9}"
+        )
     for mode, k in sweep.get("clamped", {}).items():
         lines.append(f"{mode} asks for more layers than the model steers: run with k={k}")
     for merge in sweep.get("merged", []):
@@ -105,9 +140,11 @@ def _crossfade_line(c: dict) -> str:
         measured = f"measured {m['mean']:.2f} s [{m['low']:.2f}, {m['high']:.2f}]"
         if c["no_crossover"]:
             measured += f" ({c['no_crossover']} of {c['n_clips']} clips: no crossover)"
-    return (f"crossfade {c['first']} -> {c['second']}: scheduled {_fmt(c['scheduled_s'], 2)} s, {measured}, "
-            f"first third reads {c['first']}: {_fmt(c['first_third_probe_acc'])}, last third reads "
-            f"{c['second']}: {_fmt(c['last_third_probe_acc'])}")
+    return (
+        f"crossfade {c['first']} -> {c['second']}: scheduled {_fmt(c['scheduled_s'], 2)} s, {measured}, "
+        f"first third reads {c['first']}: {_fmt(c['first_third_probe_acc'])}, last third reads "
+        f"{c['second']}: {_fmt(c['last_third_probe_acc'])}"
+    )
 
 
 def format_summary(summary: dict) -> str:
@@ -119,8 +156,10 @@ def format_summary(summary: dict) -> str:
         lines.append(_crossfade_line(summary["crossfade"]))
     if "multi" in summary:
         for row in summary["multi"]["table"]:
-            lines.append(f"multi {row['pair']:<20} {row['concept']:<8} acc {_fmt(row.get('probe_acc'))} "
-                         f"(baseline {_fmt(row.get('baseline_probe_acc'))}), FD {_fmt(row['fd_acts'], 4)}")
+            lines.append(
+                f"multi {row['pair']:<20} {row['concept']:<8} acc {_fmt(row.get('probe_acc'))} "
+                f"(baseline {_fmt(row.get('baseline_probe_acc'))}), FD {_fmt(row['fd_acts'], 4)}"
+            )
     if summary["clap"]["status"] != "ok":
         lines.append(f"CLAP skipped: {summary['clap']['reason']}")
     clips = summary["clips"]
@@ -128,41 +167,12 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def quiet_figure_export() -> None:
-    """kaleido and its browser driver log every PNG export at INFO; keep them to warnings."""
-    for name in ("kaleido", "choreographer"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def run_eval(args: argparse.Namespace) -> int:
-    """Run `python -m probes eval`; prints the summary tables and where the files are. Exit status 0 or 2."""
-    from probes.bank import BankError
-    from studio.generate import GenerateError
-    from studio.model import ModelLoadError
-    from studio.recipe import RecipeError
-
+    """Run `python -m probes eval`; prints the summary tables and where the files are. Bad input raises StudioError."""
     from .pipeline import run_evaluation
 
-    quiet_figure_export()
-    try:
-        settings = settings_from_args(args)
-        summary = run_evaluation(settings)
-    except (EvaluationError, RecipeError, BankError, ModelLoadError, GenerateError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    settings = settings_from_args(args)
+    summary = run_evaluation(settings)
     print(format_summary(summary))
     print(f"results in {settings.out}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m probes.evaluate.cli ...`), the same command as `python -m probes eval`."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    quiet_figure_export()
-    parser = add_eval_arguments(argparse.ArgumentParser(prog="python -m probes eval",
-                                                        description="Evaluate steering: baseline vs steered."))
-    return run_eval(parser.parse_args(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from studio.files import write_wav
-from studio.files import write_json
+from studio.errors import EvaluationError
+from studio.files import write_json, write_wav
 from studio.generate import generate
 from studio.recipe import Recipe
-
-from .errors import EvaluationError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,7 @@ class StoredClip:
 def bank_digest(bank) -> str:
     """sha256 (16 hex) of what a bank contributes to steering: classes, directions and validation scores."""
     digest = hashlib.sha256(json.dumps(list(bank.classes)).encode())
-    for tensor in (bank.directions, bank.val_auc):
+    for tensor in (bank.directions, bank.val_score):
         digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -68,8 +66,12 @@ class ClipStore:
     def key(self, recipe: Recipe) -> str:
         """16 hex of sha256 over model signature, recipe (model field as loaded) and the used banks' digests."""
         as_run = {**recipe.to_dict(), "model": self.loaded.model_id}
-        payload = {"model": self.loaded.signature.__dict__, "dtype": str(self.loaded.dtype), "recipe": as_run,
-                   "banks": {c: self._digests[c] for c in recipe.concepts() if c in self._digests}}
+        payload = {
+            "model": self.loaded.signature.__dict__,
+            "dtype": str(self.loaded.dtype),
+            "recipe": as_run,
+            "banks": {c: self._digests[c] for c in recipe.concepts() if c in self._digests},
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def path(self, recipe: Recipe, group: str, stem: str) -> Path:
@@ -84,8 +86,9 @@ class ClipStore:
                 audio, rate = sf.read(wav, dtype="float32")
                 record = json.loads(meta.read_text(encoding="utf-8"))
             except (OSError, RuntimeError, json.JSONDecodeError) as error:
-                raise EvaluationError(f"cannot read the stored clip {wav} ({error}); delete it and its .json to "
-                                      "render it again") from error
+                raise EvaluationError(
+                    f"cannot read the stored clip {wav} ({error}); delete it and its .json to render it again"
+                ) from error
             self.reused += 1
             return StoredClip(audio, rate, record, wav, True)
         wav.parent.mkdir(parents=True, exist_ok=True)

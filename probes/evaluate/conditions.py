@@ -18,9 +18,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+from studio.errors import EvaluationError
 from studio.recipe import LayerSpec, Recipe, chosen_layers, parse_recipe
-
-from .errors import EvaluationError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,10 @@ def layer_spec(mode: str, num_layers: int) -> dict:
     """The recipe's ``layers`` object for a compact layer mode on a model with `num_layers` decoder layers."""
     match = _MODE.match(mode)
     if not match:
-        raise EvaluationError(f"unknown layer mode {mode!r}; use uniform, top<K> (e.g. top12) or exp<kappa> "
-                              "(e.g. exp0.95, kappa in (0, 1])")
+        raise EvaluationError(
+            f"unknown layer mode {mode!r}; use uniform, top<K> (e.g. top12) or exp<kappa> "
+            "(e.g. exp0.95, kappa in (0, 1])"
+        )
     if mode == "uniform":
         return {"mode": "uniform"}
     if match.group(2):
@@ -62,7 +63,7 @@ class Condition:
     """One steering setting of a sweep."""
 
     strength: float
-    layers: str       # compact layer mode, see the module docstring
+    layers: str  # compact layer mode, see the module docstring
     gate_p: float
 
     @property
@@ -71,13 +72,24 @@ class Condition:
 
     def control(self, concept: str, target: str, num_layers: int) -> dict:
         """The recipe's control object steering `concept` towards class `target` (component 0, constant schedule)."""
-        return {"concept": concept, "class": target, "strength": self.strength, "component": 0,
-                "schedule": {"kind": "constant", "value": 1.0}, "layers": layer_spec(self.layers, num_layers),
-                "gate_p": self.gate_p}
+        return {
+            "concept": concept,
+            "class": target,
+            "strength": self.strength,
+            "component": 0,
+            "schedule": {"kind": "constant", "value": 1.0},
+            "layers": layer_spec(self.layers, num_layers),
+            "gate_p": self.gate_p,
+        }
 
     def to_dict(self, num_layers: int) -> dict:
-        return {"name": self.name, "strength": self.strength, "layers": self.layers, "gate_p": self.gate_p,
-                "layer_spec": layer_spec(self.layers, num_layers)}
+        return {
+            "name": self.name,
+            "strength": self.strength,
+            "layers": self.layers,
+            "gate_p": self.gate_p,
+            "layer_spec": layer_spec(self.layers, num_layers),
+        }
 
 
 def sweep_conditions(strengths, layer_modes, gates, sweep: str = "paper") -> list[Condition]:
@@ -96,11 +108,15 @@ def sweep_conditions(strengths, layer_modes, gates, sweep: str = "paper") -> lis
     if sweep == "product":
         conditions = [Condition(s, m, p) for s in strengths for m in layer_modes for p in gates]
     elif sweep == "paper":
-        base = [value if value in options else options[0]
-                for value, options in zip(PAPER_DEFAULT, (strengths, layer_modes, gates))]
-        conditions = ([Condition(s, base[1], base[2]) for s in strengths]
-                      + [Condition(base[0], m, base[2]) for m in layer_modes]
-                      + [Condition(base[0], base[1], p) for p in gates])
+        base = [
+            value if value in options else options[0]
+            for value, options in zip(PAPER_DEFAULT, (strengths, layer_modes, gates))
+        ]
+        conditions = (
+            [Condition(s, base[1], base[2]) for s in strengths]
+            + [Condition(base[0], m, base[2]) for m in layer_modes]
+            + [Condition(base[0], base[1], p) for p in gates]
+        )
     else:
         raise EvaluationError(f"unknown sweep {sweep!r}; use one of {', '.join(SWEEPS)}")
     return list(dict.fromkeys(conditions))
@@ -130,8 +146,11 @@ def effective_mode(mode: str, num_layers: int) -> str:
 
 def clamped_modes(modes, num_layers: int) -> dict[str, int]:
     """{top-K mode: the K it uses} for each mode in `modes` that asks for more layers than the model steers."""
-    return {mode: layer_spec(mode, num_layers)["k"] for mode in dict.fromkeys(modes)
-            if effective_mode(mode, num_layers) != mode}
+    return {
+        mode: layer_spec(mode, num_layers)["k"]
+        for mode in dict.fromkeys(modes)
+        if effective_mode(mode, num_layers) != mode
+    }
 
 
 def _steering_key(condition: Condition, num_layers: int) -> tuple:
@@ -158,14 +177,34 @@ def resolve_conditions(conditions, num_layers: int) -> list[Resolved]:
         kept = Condition(first.strength, effective_mode(first.layers, num_layers), first.gate_p)
         resolved.append(Resolved(kept, tuple(c.name for c in group)))
         if len(group) > 1:
-            log.warning("%s give the same steering on this model: running them once, as %s",
-                        ", ".join(c.name for c in group), kept.name)
+            log.warning(
+                "%s give the same steering on this model: running them once, as %s",
+                ", ".join(c.name for c in group),
+                kept.name,
+            )
     return resolved
 
 
-def recipe(model: str, bank: str | None, prompt: str, seconds: float, seed: int, controls: list[dict],
-           guidance_scale: float, readout: dict | None = None) -> Recipe:
+def recipe(
+    model: str,
+    bank: str | None,
+    prompt: str,
+    seconds: float,
+    seed: int,
+    controls: list[dict],
+    guidance_scale: float,
+    readout: dict | None = None,
+) -> Recipe:
     """A validated Recipe (through the strict JSON reader, so the recorded JSON is exactly what ran)."""
-    obj = {"version": 1, "model": model, "bank": bank, "prompt": prompt, "seconds": seconds, "seed": seed,
-           "sampling": {"guidance_scale": guidance_scale}, "controls": controls, "readout": readout}
+    obj = {
+        "version": 1,
+        "model": model,
+        "bank": bank,
+        "prompt": prompt,
+        "seconds": seconds,
+        "seed": seed,
+        "sampling": {"guidance_scale": guidance_scale},
+        "controls": controls,
+        "readout": readout,
+    }
     return parse_recipe(obj)

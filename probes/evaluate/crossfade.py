@@ -32,8 +32,10 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
     first, second = ctx.crossfade_pair()
     condition = Condition(s.crossfade_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
     fade_out, fade_in = crossfade(0.0, s.seconds)
-    controls = [{**condition.control(concept, first, ctx.loaded.num_layers), "schedule": fade_out.to_dict()},
-                {**condition.control(concept, second, ctx.loaded.num_layers), "schedule": fade_in.to_dict()}]
+    controls = [
+        {**condition.control(concept, first, ctx.loaded.num_layers), "schedule": fade_out.to_dict()},
+        {**condition.control(concept, second, ctx.loaded.num_layers), "schedule": fade_in.to_dict()},
+    ]
     readout = {"concept": concept, "layer": "best", "window_s": s.readout_window_s}
     info = {"condition": f"crossfade-{condition.name}", "first": first, "second": second}
     jobs = ctx.prompt_seed_jobs(f"crossfade/{slug(first)}-{slug(second)}", "", info, controls, readout)
@@ -43,13 +45,21 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
     frame_rate = ctx.loaded.frame_rate
     rows, curves = [], []
     for job, clip in zip(jobs, clips):
-        window = clip.readout_window()                                     # [T, C]
+        window = clip.readout_window()  # [T, C]
         steps, width = len(window), int(clip.record["readout"]["window_steps"])
         centres = window_centres(steps, width, frame_rate)
         fade = [c.schedule.values(steps, frame_rate) for c in job.recipe.controls]
-        rows.append({"experiment": "crossfade", **job.info, "file": str(clip.path.relative_to(ctx.out)),
-                     **timing_row(switch_time(step_times(steps, frame_rate), fade[1] - fade[0]),
-                                  switch_time(centres, window[:, b] - window[:, a]))})
+        rows.append(
+            {
+                "experiment": "crossfade",
+                **job.info,
+                "file": str(clip.path.relative_to(ctx.out)),
+                **timing_row(
+                    switch_time(step_times(steps, frame_rate), fade[1] - fade[0]),
+                    switch_time(centres, window[:, b] - window[:, a]),
+                ),
+            }
+        )
         curves.append((centres, window[:, a], window[:, b]))
     _check_thirds(ctx, clips, rows, first, second)
     facts = ctx.measure([c.audio for c in clips], [j.info["prompt"] for j in jobs], [concept])
@@ -60,18 +70,31 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
     timing = timing_summary(rows, **stats)
     grid = curves[0][0]
-    fig = crossfade_figure(grid, np.stack([np.interp(grid, t, p) for t, p, _ in curves]),
-                           np.stack([np.interp(grid, t, q) for t, _, q in curves]), (first, second),
-                           timing["scheduled_s"], (timing["measured_s"] or {}).get("mean"), timing["no_crossover"])
+    fig = crossfade_figure(
+        grid,
+        np.stack([np.interp(grid, t, p) for t, p, _ in curves]),
+        np.stack([np.interp(grid, t, q) for t, _, q in curves]),
+        (first, second),
+        timing["scheduled_s"],
+        (timing["measured_s"] or {}).get("mean"),
+        timing["no_crossover"],
+    )
     files = [write_csv(ctx.out / "crossfade.csv", rows)] + ctx.figure(fig, "crossfade")
-    summary = {"first": first, "second": second, "strength": s.crossfade_strength, "condition": condition.name,
-               "readout_window_s": s.readout_window_s, **timing,
-               "first_third_probe_acc": mean_or_none(r["first_third_probe_hit"] for r in rows),
-               "last_third_probe_acc": mean_or_none(r["last_third_probe_hit"] for r in rows),
-               "first_third_dsp_acc": mean_or_none(r.get("first_third_dsp_hit") for r in rows),
-               "last_third_dsp_acc": mean_or_none(r.get("last_third_dsp_hit") for r in rows),
-               **mean_columns(rows, **stats), **ctx.drift(facts),
-               "files": [str(f.relative_to(ctx.out)) for f in files]}
+    summary = {
+        "first": first,
+        "second": second,
+        "strength": s.crossfade_strength,
+        "condition": condition.name,
+        "readout_window_s": s.readout_window_s,
+        **timing,
+        "first_third_probe_acc": mean_or_none(r["first_third_probe_hit"] for r in rows),
+        "last_third_probe_acc": mean_or_none(r["last_third_probe_hit"] for r in rows),
+        "first_third_dsp_acc": mean_or_none(r.get("first_third_dsp_hit") for r in rows),
+        "last_third_dsp_acc": mean_or_none(r.get("last_third_dsp_hit") for r in rows),
+        **mean_columns(rows, **stats),
+        **ctx.drift(facts),
+        "files": [str(f.relative_to(ctx.out)) for f in files],
+    }
     return rows, summary
 
 
@@ -79,25 +102,40 @@ def timing_row(scheduled_s: float | None, measured_s: float | None) -> dict:
     """A clip's crossfade.csv timing columns; a readout without a crossover reads "no crossover", with no time and
     no error."""
     timed = scheduled_s is not None and measured_s is not None
-    return {"scheduled_s": scheduled_s, "crossover": "crossed" if measured_s is not None else "no crossover",
-            "measured_s": measured_s, "error_s": measured_s - scheduled_s if timed else None}
+    return {
+        "scheduled_s": scheduled_s,
+        "crossover": "crossed" if measured_s is not None else "no crossover",
+        "measured_s": measured_s,
+        "error_s": measured_s - scheduled_s if timed else None,
+    }
 
 
 def timing_summary(rows: list[dict], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
     """Crossover times over clips (rows with timing_row's columns): the mean scheduled time, how many clips did not
     cross over, and the measured time (bootstrap interval) and mean |error| over the clips that did (None if none)."""
     crossed = [r for r in rows if r["measured_s"] is not None]
-    measured = (bootstrap_ci([r["measured_s"] for r in crossed], confidence=confidence, resamples=resamples,
-                             seed=seed).as_dict() if crossed else None)
-    return {"scheduled_s": mean_or_none(r["scheduled_s"] for r in rows), "n_clips": len(rows),
-            "no_crossover": len(rows) - len(crossed), "measured_s": measured,
-            "mean_abs_error_s": mean_or_none(abs(r["error_s"]) for r in crossed if r["error_s"] is not None)}
+    measured = (
+        bootstrap_ci(
+            [r["measured_s"] for r in crossed], confidence=confidence, resamples=resamples, seed=seed
+        ).as_dict()
+        if crossed
+        else None
+    )
+    return {
+        "scheduled_s": mean_or_none(r["scheduled_s"] for r in rows),
+        "n_clips": len(rows),
+        "no_crossover": len(rows) - len(crossed),
+        "measured_s": measured,
+        "mean_abs_error_s": mean_or_none(abs(r["error_s"]) for r in crossed if r["error_s"] is not None),
+    }
 
 
 def _check_thirds(ctx: Context, clips, rows: list[dict], first: str, second: str) -> None:
     """Add the re-encoded first/last thirds' probe and DSP results to the rows."""
     concept = ctx.settings.concept
-    thirds = [c.audio[: len(c.audio) // 3] for c in clips] + [c.audio[len(c.audio) - len(c.audio) // 3:] for c in clips]
+    thirds = [c.audio[: len(c.audio) // 3] for c in clips] + [
+        c.audio[len(c.audio) - len(c.audio) // 3 :] for c in clips
+    ]
     facts = ctx.measure(thirds, [""] * len(thirds), [concept], with_clap=False)
     for i, row in enumerate(rows):
         for part, index, target in (("first_third", i, first), ("last_third", len(rows) + i, second)):

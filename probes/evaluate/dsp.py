@@ -27,27 +27,25 @@ itself ambiguous.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from probes.syntheory.theory import PITCH_CLASS_NAMES, TRIAD_QUALITIES
+from studio.errors import EvaluationError
 
-from .errors import EvaluationError
-
-CHROMA_HOP = 2048            # 64 ms at 32 kHz; the profile is summed over time, so a coarse hop loses nothing
-HARMONIC_DECAY = 0.6         # weight of harmonic h is HARMONIC_DECAY ** (h - 1) (Gomez 2006)
+CHROMA_HOP = 2048  # 64 ms at 32 kHz; the profile is summed over time, so a coarse hop loses nothing
+HARMONIC_DECAY = 0.6  # weight of harmonic h is HARMONIC_DECAY ** (h - 1) (Gomez 2006)
 TEMPLATE_HARMONICS = 6
-ONSET_HOP = 128              # 4 ms at 32 kHz: fine enough for 4% tempo accuracy at 240 BPM
-ONSET_SMOOTH_S = 0.008       # Gaussian smoothing of the onset envelope, so pulses between frames still score
+ONSET_HOP = 128  # 4 ms at 32 kHz: fine enough for 4% tempo accuracy at 240 BPM
+ONSET_SMOOTH_S = 0.008  # Gaussian smoothing of the onset envelope, so pulses between frames still score
 TEMPO_RANGE = (40.0, 240.0)
-TEMPO_TOLERANCE = 0.04       # MIREX tempo tolerance
-_COARSE_STEP = 0.005         # relative spacing of the coarse tempo grid (0.5%)
-_FINE_STEP = 0.0005          # relative spacing of the refinement grid around the coarse best (0.05%)
+TEMPO_TOLERANCE = 0.04  # MIREX tempo tolerance
+_COARSE_STEP = 0.005  # relative spacing of the coarse tempo grid (0.5%)
+_FINE_STEP = 0.0005  # relative spacing of the refinement grid around the coarse best (0.05%)
 QUALITIES: tuple[str, ...] = tuple(TRIAD_QUALITIES)
 
 
@@ -141,7 +139,8 @@ class ChordEstimate:
 
 
 def chord_from_profile(profile: np.ndarray) -> ChordEstimate:
-    """Template matching of a [12] chroma profile against `chord_templates()` (ties: the first in quality, root order)."""
+    """Template matching of a [12] chroma profile against `chord_templates()` (ties: the first in quality, root
+    order)."""
     profile = np.asarray(profile, dtype=np.float64)
     if profile.shape != (12,):
         raise EvaluationError(f"a chroma profile has 12 entries, got shape {list(profile.shape)}")
@@ -206,8 +205,9 @@ def _log_grid(low: float, high: float, step: float) -> np.ndarray:
     return np.exp(np.arange(np.log(low), np.log(high) + step / 2, step))
 
 
-def estimate_tempo(audio: np.ndarray, sample_rate: int, min_bpm: float = TEMPO_RANGE[0],
-                   max_bpm: float = TEMPO_RANGE[1]) -> TempoEstimate:
+def estimate_tempo(
+    audio: np.ndarray, sample_rate: int, min_bpm: float = TEMPO_RANGE[0], max_bpm: float = TEMPO_RANGE[1]
+) -> TempoEstimate:
     """The tempo whose pulse train best matches the clip's onsets (see the module docstring), in min_bpm..max_bpm."""
     if not 0 < min_bpm < max_bpm:
         raise EvaluationError(f"need 0 < min_bpm < max_bpm, got {min_bpm} and {max_bpm}")
@@ -216,8 +216,9 @@ def estimate_tempo(audio: np.ndarray, sample_rate: int, min_bpm: float = TEMPO_R
     coarse = _log_grid(min_bpm, max_bpm, _COARSE_STEP)
     scores = comb_scores(envelope, frame_rate, coarse)
     best = coarse[int(np.argmax(scores))]
-    fine = _log_grid(max(min_bpm, best * (1 - 2 * _COARSE_STEP)), min(max_bpm, best * (1 + 2 * _COARSE_STEP)),
-                     _FINE_STEP)
+    fine = _log_grid(
+        max(min_bpm, best * (1 - 2 * _COARSE_STEP)), min(max_bpm, best * (1 + 2 * _COARSE_STEP)), _FINE_STEP
+    )
     fine_scores = comb_scores(envelope, frame_rate, fine)
     index = int(np.argmax(fine_scores))
     return TempoEstimate(float(fine[index]), float(fine_scores[index]))

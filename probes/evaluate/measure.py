@@ -15,10 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from probes.activations import extract_activations
+from studio.errors import EvaluationError
 
 from . import dsp
 from .clap import ClapResult, ClapScorer
-from .errors import EvaluationError
 from .metrics import ProbeReadout, probe_readout
 
 DSP_CONCEPTS = ("notes", "chords", "tempos")
@@ -61,11 +61,11 @@ class ClipSetFacts:
     """Everything measured on a list of clips (index i everywhere is clip i)."""
 
     audio: list[np.ndarray]
-    readouts: dict[str, ProbeReadout]                 # concept -> readout of its bank
-    classes: dict[str, list[str]]                     # concept -> class names of its bank
-    dsp: dict[str, list[DspCheck | None]]             # concept -> per-clip check
+    readouts: dict[str, ProbeReadout]  # concept -> readout of its bank
+    classes: dict[str, list[str]]  # concept -> class names of its bank
+    dsp: dict[str, list[DspCheck | None]]  # concept -> per-clip check
     clap: ClapResult
-    activations: np.ndarray                           # [N, d] drift embeddings: pooled activations at one layer
+    activations: np.ndarray  # [N, d] drift embeddings: pooled activations at one layer
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -79,8 +79,11 @@ class ClipSetFacts:
             row.update(probe_pred_value=float(readout.predicted[i]))
         else:
             c = classes.index(target)
-            row.update(probe_pred=classes[int(readout.predicted[i])],
-                       probe_p_target=float(readout.probabilities[i, c]), probe_hit=float(readout.predicted[i] == c))
+            row.update(
+                probe_pred=classes[int(readout.predicted[i])],
+                probe_p_target=float(readout.probabilities[i, c]),
+                probe_hit=float(readout.predicted[i] == c),
+            )
         check = self.dsp[concept][i]
         if check is not None and isinstance(check.predicted, float):
             row.update(dsp_value=check.predicted)
@@ -93,9 +96,18 @@ class ClipSetFacts:
         return row
 
 
-def measure(loaded, banks: dict, clips: Sequence[np.ndarray], sample_rate: int, prompts: Sequence[str],
-            drift_layer: int, drift_pooling: str, clap: ClapScorer | None, clap_reason: str,
-            progress: bool = False) -> ClipSetFacts:
+def measure(
+    loaded,
+    banks: dict,
+    clips: Sequence[np.ndarray],
+    sample_rate: int,
+    prompts: Sequence[str],
+    drift_layer: int,
+    drift_pooling: str,
+    clap: ClapScorer | None,
+    clap_reason: str,
+    progress: bool = False,
+) -> ClipSetFacts:
     """Measure clips (mono float32 at the model's rate) with every bank in `banks` (concept -> ConceptBank).
 
     Activations are extracted once for every pooling the banks (and the drift embedding) need; the drift embedding is
@@ -108,9 +120,19 @@ def measure(loaded, banks: dict, clips: Sequence[np.ndarray], sample_rate: int, 
     poolings = sorted({bank.pooling for bank in banks.values()} | {drift_pooling})
     pooled = extract_activations(loaded, list(clips), poolings, progress=progress)
     readouts = {concept: probe_readout(bank, pooled[bank.pooling]) for concept, bank in banks.items()}
-    checks = {concept: [dsp_check(concept, clip, sample_rate)
-                        for clip in tqdm(clips, desc=f"dsp {concept}", unit="clip", disable=not progress)]
-              for concept in banks}
+    checks = {
+        concept: [
+            dsp_check(concept, clip, sample_rate)
+            for clip in tqdm(clips, desc=f"dsp {concept}", unit="clip", disable=not progress)
+        ]
+        for concept in banks
+    }
     result = clap.score(list(clips), sample_rate, list(prompts)) if clap else ClapResult.skipped(clap_reason)
-    return ClipSetFacts(list(clips), readouts, {c: list(b.classes) for c, b in banks.items()}, checks, result,
-                        pooled[drift_pooling][:, drift_layer].double().numpy())
+    return ClipSetFacts(
+        list(clips),
+        readouts,
+        {c: list(b.classes) for c, b in banks.items()},
+        checks,
+        result,
+        pooled[drift_pooling][:, drift_layer].double().numpy(),
+    )

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import EvaluationError
+from studio.errors import EvaluationError
 
 
 def _as_rows(x, name: str, min_rows: int = 1) -> np.ndarray:
@@ -29,8 +29,10 @@ def _as_rows(x, name: str, min_rows: int = 1) -> np.ndarray:
 
 def _same_width(x: np.ndarray, y: np.ndarray) -> None:
     if x.shape[1] != y.shape[1]:
-        raise EvaluationError(f"the two embedding sets differ in width ({x.shape[1]} vs {y.shape[1]}); "
-                              "compare embeddings of the same layer and model")
+        raise EvaluationError(
+            f"the two embedding sets differ in width ({x.shape[1]} vs {y.shape[1]}); "
+            "compare embeddings of the same layer and model"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- Frechet distance
@@ -157,8 +159,9 @@ class ConfidenceInterval:
         return asdict(self)
 
 
-def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000,
-                 seed: int = 0) -> ConfidenceInterval:
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> ConfidenceInterval:
     """Percentile bootstrap interval of the mean of per-clip values (e.g. 0/1 correctness).
 
     `resamples` means of n values drawn with replacement (numpy's default_rng(seed), so the interval is a function of
@@ -192,8 +195,8 @@ class ProbeReadout:
     the argmax class [N]; for regression concepts (tempos) the predicted values [N] (probabilities None)."""
 
     layer: int
-    predicted: np.ndarray               # [N] int64 class indices, or float64 values for regression
-    probabilities: np.ndarray | None    # [N, C] rows summing to 1, or None for regression
+    predicted: np.ndarray  # [N] int64 class indices, or float64 values for regression
+    probabilities: np.ndarray | None  # [N, C] rows summing to 1, or None for regression
 
 
 def probe_readout(bank, pooled) -> ProbeReadout:
@@ -201,8 +204,10 @@ def probe_readout(bank, pooled) -> ProbeReadout:
     with the bank's readout probe at `bank.readout_layer`."""
     acts = torch.as_tensor(pooled, dtype=torch.float32)
     if acts.ndim != 3 or acts.shape[1] != bank.num_layers or acts.shape[2] != bank.directions.shape[-1]:
-        raise EvaluationError(f"pooled activations have shape {list(acts.shape)}, expected "
-                              f"[N, {bank.num_layers}, {bank.directions.shape[-1]}] for this bank's model")
+        raise EvaluationError(
+            f"pooled activations have shape {list(acts.shape)}, expected "
+            f"[N, {bank.num_layers}, {bank.directions.shape[-1]}] for this bank's model"
+        )
     features = acts[:, bank.readout_layer]
     if bank.readout.task == "regression":
         values = bank.readout.predict(features).double().cpu().numpy()

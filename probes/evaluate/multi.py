@@ -34,20 +34,43 @@ def run_multi(ctx: Context) -> tuple[list[dict], dict]:
         rendered = ctx.render_and_measure(jobs, f"multi {label}", list(concepts))
         drift = ctx.drift(rendered.facts)
         for concept, target in zip(concepts, pair):
-            steered = [{"experiment": "multi", **rendered.base_row(i, ctx.out), "concept": concept, "target": target,
-                        **rendered.facts.target_row(i, concept, target)} for i in range(len(jobs))]
+            steered = [
+                {
+                    "experiment": "multi",
+                    **rendered.base_row(i, ctx.out),
+                    "concept": concept,
+                    "target": target,
+                    **rendered.facts.target_row(i, concept, target),
+                }
+                for i in range(len(jobs))
+            ]
             unsteered = [{**baseline.facts.target_row(i, concept, target)} for i in range(len(baseline.jobs))]
             rows += steered
-            table.append({"pair": label, "concept": concept, "target": target, "condition": condition.name,
-                          **mean_columns(steered, **stats),
-                          **{f"baseline_{k}": v for k, v in mean_columns(unsteered, **stats).items()}, **drift})
-        cos = direction_cosines(banks[0].directions[:, banks[0].class_index(pair[0]), 0],
-                                banks[1].directions[:, banks[1].class_index(pair[1]), 0])
+            table.append(
+                {
+                    "pair": label,
+                    "concept": concept,
+                    "target": target,
+                    "condition": condition.name,
+                    **mean_columns(steered, **stats),
+                    **{f"baseline_{k}": v for k, v in mean_columns(unsteered, **stats).items()},
+                    **drift,
+                }
+            )
+        cos = direction_cosines(
+            banks[0].directions[:, banks[0].class_index(pair[0]), 0],
+            banks[1].directions[:, banks[1].class_index(pair[1]), 0],
+        )
         cosines[label] = cos
         interference += [{"pair": label, "layer": layer, "cosine": float(value)} for layer, value in enumerate(cos)]
     files = [write_csv(ctx.out / "multi.csv", table), write_csv(ctx.out / "interference.csv", interference)]
     files += ctx.figure(interference_figure(cosines), "interference")
-    summary = {"concepts": list(concepts), "condition": condition.name, "pairs": [list(p) for p in pairs],
-               "table": table, "interference": {k: [float(v) for v in c] for k, c in cosines.items()},
-               "files": [str(f.relative_to(ctx.out)) for f in files]}
+    summary = {
+        "concepts": list(concepts),
+        "condition": condition.name,
+        "pairs": [list(p) for p in pairs],
+        "table": table,
+        "interference": {k: [float(v) for v in c] for k, c in cosines.items()},
+        "files": [str(f.relative_to(ctx.out)) for f in files],
+    }
     return rows, summary

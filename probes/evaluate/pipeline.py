@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from studio.recipe import Recipe, bank_folder
-
 from .clap import ClapScorer
 from .crossfade import run_crossfade
-from .errors import EvaluationError
 from .multi import run_multi
 from .report import write_csv
 from .runner import Context, EvalSettings, check_settings, describe_run
@@ -23,17 +20,12 @@ RUNNERS = {"sweep": run_sweep, "crossfade": run_crossfade, "multi": run_multi}
 def load_banks(settings: EvalSettings, loaded) -> dict:
     """The concept bank (and the multi-concept one when that experiment runs), resolved as a recipe's "bank" field
     would be and checked against the loaded model."""
-    from probes.bank import ConceptBank
+    from studio.banks import check_model, load_banks
 
     concepts = [settings.concept] + ([settings.multi_concept] if "multi" in settings.experiments else [])
-    where = Recipe(seconds=1.0, model=settings.model, bank=settings.bank)
-    banks = {}
-    for concept in concepts:
-        bank = ConceptBank.load(bank_folder(where, concept), expect=loaded.signature)
-        if bank.concept != concept:
-            raise EvaluationError(f"the bank for {concept!r} holds the {bank.concept!r} concept; point --bank at a "
-                                  f"folder with one bank per concept (<bank>/{concept})")
-        banks[concept] = bank
+    banks = load_banks(settings.bank, settings.model, concepts)
+    for bank in banks.values():
+        check_model(bank, loaded.signature)
     return banks
 
 
@@ -47,11 +39,16 @@ def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     clap = ClapScorer.load(settings.clap, settings.device) if settings.clap else None  # fail before any rendering
-    loaded = loaded or load_model(settings.model, device=settings.device, warmup=False)
+    loaded = loaded or load_model(settings.model, device=settings.device)
     ctx = Context(settings, loaded, load_banks(settings, loaded), clap)
     write_json(out / "run.json", describe_run(ctx))
-    summary: dict = {"clap": ({"status": "ok", "checkpoint": clap.checkpoint} if clap
-                              else {"status": "skipped", "reason": ctx.clap_reason})}
+    summary: dict = {
+        "clap": (
+            {"status": "ok", "checkpoint": clap.checkpoint}
+            if clap
+            else {"status": "skipped", "reason": ctx.clap_reason}
+        )
+    }
     rows: list[dict] = []
     for name in settings.experiments:
         log.info("experiment %s", name)

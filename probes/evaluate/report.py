@@ -13,8 +13,15 @@ from studio.files import atomic_path
 from .metrics import bootstrap_ci
 
 # Per-clip columns that are averaged per group, with the name of their aggregate.
-AVERAGED = {"probe_hit": "probe_acc", "probe_p_target": "probe_p_target", "probe_pred_value": "probe_value",
-            "dsp_hit": "dsp_acc", "dsp_support": "dsp_support", "dsp_value": "dsp_value", "clap": "clap"}
+AVERAGED = {
+    "probe_hit": "probe_acc",
+    "probe_p_target": "probe_p_target",
+    "probe_pred_value": "probe_value",
+    "dsp_hit": "dsp_acc",
+    "dsp_support": "dsp_support",
+    "dsp_value": "dsp_value",
+    "clap": "clap",
+}
 
 
 def mean_columns(rows: Sequence[dict], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:

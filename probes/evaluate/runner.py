@@ -27,20 +27,24 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from studio.errors import EvaluationError
 from studio.recipe import Recipe
 
 from .clap import NO_CHECKPOINT_REASON, ClapScorer
 from .clips import ClipStore, StoredClip, bank_digest
 from .conditions import PAPER_GATES, PAPER_LAYER_MODES, PAPER_STRENGTHS, recipe, sweep_conditions
-from .errors import EvaluationError
 from .measure import ClipSetFacts, measure
 from .metrics import drift_against
 
 log = logging.getLogger(__name__)
 
 EXPERIMENTS = ("sweep", "crossfade", "multi")
-DEFAULT_PROMPTS = ("a calm solo piano piece", "an upbeat electronic dance track", "an acoustic folk song with guitar",
-                   "a cinematic orchestral score")
+DEFAULT_PROMPTS = (
+    "a calm solo piano piece",
+    "an upbeat electronic dance track",
+    "an acoustic folk song with guitar",
+    "a cinematic orchestral score",
+)
 
 
 @dataclass
@@ -49,9 +53,9 @@ class EvalSettings:
 
     out: Path
     model: str = "tiny"
-    bank: str | None = None                     # as a recipe's "bank": folder of concept banks, or a name
+    bank: str | None = None  # as a recipe's "bank": folder of concept banks, or a name
     concept: str = "notes"
-    targets: list[str] | None = None            # None: three classes spread over the bank's classes
+    targets: list[str] | None = None  # None: three classes spread over the bank's classes
     prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     seconds: float = 10.0
@@ -61,16 +65,16 @@ class EvalSettings:
     gates: list[float] = field(default_factory=lambda: list(PAPER_GATES))
     sweep: str = "paper"
     experiments: list[str] = field(default_factory=lambda: list(EXPERIMENTS))
-    crossfade: list[str] | None = None          # [n1, n2]; None: the first two targets
+    crossfade: list[str] | None = None  # [n1, n2]; None: the first two targets
     crossfade_strength: float = 0.45
     readout_window_s: float = 1.0
     multi_concept: str = "chords"
     multi_pairs: list[tuple[str, str]] | None = None  # [(class of concept, class of multi_concept)]
-    multi_strength: float = 0.6                 # the paper's notes + chords figure
-    target_bpm: float | None = None             # tempos: a clip is a DSP hit within 4% of this tempo
+    multi_strength: float = 0.6  # the paper's notes + chords figure
+    target_bpm: float | None = None  # tempos: a clip is a DSP hit within 4% of this tempo
     clap: str | None = None
     device: str | None = None
-    drift_layer: int | None = None              # None: the concept bank's readout layer
+    drift_layer: int | None = None  # None: the concept bank's readout layer
     confidence: float = 0.95
     resamples: int = 2000
     ci_seed: int = 0
@@ -124,8 +128,9 @@ class Context:
         self.targets = settings.targets or default_targets(self.bank.classes)
         self.drift_layer = self.bank.readout_layer if settings.drift_layer is None else settings.drift_layer
         if not 0 <= self.drift_layer < loaded.num_layers:
-            raise EvaluationError(f"--drift-layer must be a decoder layer 0..{loaded.num_layers - 1}, "
-                                  f"got {self.drift_layer}")
+            raise EvaluationError(
+                f"--drift-layer must be a decoder layer 0..{loaded.num_layers - 1}, got {self.drift_layer}"
+            )
         self._baseline: Rendered | None = None
         self._check_classes()
 
@@ -139,8 +144,10 @@ class Context:
             need_classes.append(s.multi_concept)
         for concept in need_classes:
             if self.banks[concept].readout.task == "regression":
-                raise EvaluationError(f"the {concept!r} bank is a regression bank, with no classes to hand over "
-                                      "between or to count hits of; run it with --experiments sweep")
+                raise EvaluationError(
+                    f"the {concept!r} bank is a regression bank, with no classes to hand over "
+                    "between or to count hits of; run it with --experiments sweep"
+                )
         for target in self.targets + (self.crossfade_pair() if "crossfade" in s.experiments else []):
             self.bank.class_index(target)
         if "multi" in s.experiments:
@@ -159,12 +166,20 @@ class Context:
         s = self.settings
         return recipe(s.model, s.bank, prompt, s.seconds, seed, controls, s.guidance_scale, readout)
 
-    def prompt_seed_jobs(self, group: str, stem: str, info: dict, controls: list[dict],
-                         readout: dict | None = None) -> list[Job]:
+    def prompt_seed_jobs(
+        self, group: str, stem: str, info: dict, controls: list[dict], readout: dict | None = None
+    ) -> list[Job]:
         """One job per (prompt, seed) with the same controls; stems end in -p<prompt index>-s<seed>."""
-        return [Job(self.recipe(prompt, seed, controls, readout), group, f"{stem}p{pi}-s{seed}",
-                    {**info, "prompt_index": pi, "prompt": prompt, "seed": seed})
-                for pi, prompt in enumerate(self.settings.prompts) for seed in self.settings.seeds]
+        return [
+            Job(
+                self.recipe(prompt, seed, controls, readout),
+                group,
+                f"{stem}p{pi}-s{seed}",
+                {**info, "prompt_index": pi, "prompt": prompt, "seed": seed},
+            )
+            for pi, prompt in enumerate(self.settings.prompts)
+            for seed in self.settings.seeds
+        ]
 
     def render(self, jobs: Sequence[Job], desc: str) -> list[StoredClip]:
         clips = []
@@ -172,17 +187,27 @@ class Context:
             clips.append(self.store.get(job.recipe, job.group, job.stem))
         return clips
 
-    def measure(self, audio: Sequence[np.ndarray], prompts: Sequence[str], concepts: Sequence[str],
-                with_clap: bool = True) -> ClipSetFacts:
+    def measure(
+        self, audio: Sequence[np.ndarray], prompts: Sequence[str], concepts: Sequence[str], with_clap: bool = True
+    ) -> ClipSetFacts:
         """Measure audio with the banks of `concepts` (and CLAP against `prompts` when loaded and asked for)."""
         clap, reason = (self.clap, self.clap_reason) if with_clap else (None, "not measured on these clips")
-        return measure(self.loaded, {c: self.banks[c] for c in concepts}, audio, self.loaded.sample_rate, prompts,
-                       self.drift_layer, self.bank.pooling, clap, reason, progress=self.settings.progress)
+        return measure(
+            self.loaded,
+            {c: self.banks[c] for c in concepts},
+            audio,
+            self.loaded.sample_rate,
+            prompts,
+            self.drift_layer,
+            self.bank.pooling,
+            clap,
+            reason,
+            progress=self.settings.progress,
+        )
 
     def render_and_measure(self, jobs: list[Job], desc: str, concepts: Sequence[str]) -> Rendered:
         clips = self.render(jobs, desc)
-        return Rendered(jobs, clips, self.measure([c.audio for c in clips], [j.info["prompt"] for j in jobs],
-                                                  concepts))
+        return Rendered(jobs, clips, self.measure([c.audio for c in clips], [j.info["prompt"] for j in jobs], concepts))
 
     def baseline(self) -> Rendered:
         """The unsteered clips (one per prompt and seed), measured with every loaded bank; rendered once per run."""
@@ -206,7 +231,7 @@ class Context:
         return out
 
     def figure(self, fig, name: str) -> list[Path]:
-        from studio.plots import save_figure
+        from probes.figures import save_figure
 
         return save_figure(fig, self.out / name)
 
@@ -221,17 +246,21 @@ def default_targets(classes: Sequence[str]) -> list[str]:
 def check_settings(s: EvalSettings) -> None:
     unknown = [e for e in s.experiments if e not in EXPERIMENTS]
     if unknown or not s.experiments:
-        raise EvaluationError(f"unknown experiment(s) {unknown or '(none given)'}; choose from {', '.join(EXPERIMENTS)}")
+        raise EvaluationError(
+            f"unknown experiment(s) {unknown or '(none given)'}; choose from {', '.join(EXPERIMENTS)}"
+        )
     if not s.prompts or not s.seeds:
         raise EvaluationError("give at least one prompt and one seed")
     if len(s.prompts) * len(s.seeds) < 2:
-        raise EvaluationError("drift (FD, MMD) compares sets of clips: give at least two (prompt, seed) pairs, e.g. "
-                              "--seeds 0 1")
+        raise EvaluationError(
+            "drift (FD, MMD) compares sets of clips: give at least two (prompt, seed) pairs, e.g. --seeds 0 1"
+        )
     if len(set(s.seeds)) != len(s.seeds) or len(set(s.prompts)) != len(s.prompts):
         raise EvaluationError("seeds and prompts must not repeat (a repeated pair renders the same clip twice)")
     if "multi" in s.experiments and s.multi_concept == s.concept:
-        raise EvaluationError(f"the multi-concept experiment pairs --concept with --multi-concept; both are "
-                              f"{s.concept!r}")
+        raise EvaluationError(
+            f"the multi-concept experiment pairs --concept with --multi-concept; both are {s.concept!r}"
+        )
     if s.readout_window_s <= 0:
         raise EvaluationError(f"--readout-window must be positive, got {s.readout_window_s}")
     if s.resamples < 1 or not 0 < s.confidence < 1:
@@ -246,12 +275,23 @@ def check_settings(s: EvalSettings) -> None:
 
 def describe_run(ctx: Context) -> dict:
     """run.json: what this run is, so its numbers can be traced and repeated."""
-    return {"settings": ctx.settings.to_dict(), "model": {**ctx.loaded.signature.__dict__,
-                                                          "dtype": str(ctx.loaded.dtype),
-                                                          "device": str(ctx.loaded.device)},
-            "banks": {c: {"classes": list(b.classes), "readout_layer": b.readout_layer, "pooling": b.pooling,
-                          "digest": bank_digest(b), "dataset": b.dataset} for c, b in ctx.banks.items()},
-            "targets": ctx.targets, "drift_layer": ctx.drift_layer, "clap": ctx.clap.checkpoint if ctx.clap else None}
+    return {
+        "settings": ctx.settings.to_dict(),
+        "model": {**ctx.loaded.signature.__dict__, "dtype": str(ctx.loaded.dtype), "device": str(ctx.loaded.device)},
+        "banks": {
+            c: {
+                "classes": list(b.classes),
+                "readout_layer": b.readout_layer,
+                "pooling": b.pooling,
+                "digest": bank_digest(b),
+                "dataset": b.dataset,
+            }
+            for c, b in ctx.banks.items()
+        },
+        "targets": ctx.targets,
+        "drift_layer": ctx.drift_layer,
+        "clap": ctx.clap.checkpoint if ctx.clap else None,
+    }
 
 
 def mean_or_none(values) -> float | None:

@@ -22,9 +22,18 @@ def _clip_rows(ctx: Context, rendered: Rendered, targets_of) -> list[dict]:
     rows carry it, and tempo clips count as hits within 4% of it."""
     concept, bpm = ctx.settings.concept, ctx.settings.target_bpm
     extra = {} if bpm is None else {"target_bpm": bpm}
-    return [{"experiment": "sweep", **rendered.base_row(i, ctx.out), "concept": concept, "target": target, **extra,
-             **rendered.facts.target_row(i, concept, target, target_value=bpm)}
-            for i in range(len(rendered.jobs)) for target in targets_of(i)]
+    return [
+        {
+            "experiment": "sweep",
+            **rendered.base_row(i, ctx.out),
+            "concept": concept,
+            "target": target,
+            **extra,
+            **rendered.facts.target_row(i, concept, target, target_value=bpm),
+        }
+        for i in range(len(rendered.jobs))
+        for target in targets_of(i)
+    ]
 
 
 def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
@@ -38,28 +47,58 @@ def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
 
     baseline = ctx.baseline()
     clip_rows = _clip_rows(ctx, baseline, lambda i: ctx.targets)
-    table = [{"condition": "baseline", "strength": 0.0, "layers": "", "k_used": "", "gate_p": "", "concept": concept,
-              "requested": "", **mean_columns(clip_rows, **stats), **ctx.drift(baseline.facts)}]
+    table = [
+        {
+            "condition": "baseline",
+            "strength": 0.0,
+            "layers": "",
+            "k_used": "",
+            "gate_p": "",
+            "concept": concept,
+            "requested": "",
+            **mean_columns(clip_rows, **stats),
+            **ctx.drift(baseline.facts),
+        }
+    ]
     for entry in resolved:
         condition = entry.condition
-        jobs = [job for target in ctx.targets for job in ctx.prompt_seed_jobs(
-            f"sweep/{condition.name}", f"{slug(target)}-", {"condition": condition.name, "target": target},
-            [condition.control(concept, target, L)])]
+        jobs = [
+            job
+            for target in ctx.targets
+            for job in ctx.prompt_seed_jobs(
+                f"sweep/{condition.name}",
+                f"{slug(target)}-",
+                {"condition": condition.name, "target": target},
+                [condition.control(concept, target, L)],
+            )
+        ]
         rendered = ctx.render_and_measure(jobs, condition.name, [concept])
         rows = _clip_rows(ctx, rendered, lambda i: [rendered.jobs[i].info["target"]])
         clip_rows += rows
         per_target = [[i for i, job in enumerate(jobs) if job.info["target"] == t] for t in ctx.targets]
         spec = condition.to_dict(L)["layer_spec"]
-        table.append({"condition": condition.name, "strength": condition.strength, "layers": condition.layers,
-                      "k_used": spec.get("k", ""), "gate_p": condition.gate_p, "concept": concept,
-                      "requested": " ".join(entry.requested), **mean_columns(rows, **stats),
-                      **ctx.drift(rendered.facts, per_target)})
+        table.append(
+            {
+                "condition": condition.name,
+                "strength": condition.strength,
+                "layers": condition.layers,
+                "k_used": spec.get("k", ""),
+                "gate_p": condition.gate_p,
+                "concept": concept,
+                "requested": " ".join(entry.requested),
+                **mean_columns(rows, **stats),
+                **ctx.drift(rendered.facts, per_target),
+            }
+        )
     files = [write_csv(ctx.out / "sweep.csv", table)]
     files += _pareto_plots(ctx, table)
-    summary = {"conditions": [r.to_dict(L) for r in resolved], "table": table,
-               "clamped": clamped_modes([c.layers for c in requested], L),
-               "merged": [{"kept": r.condition.name, "requested": list(r.requested)} for r in resolved if r.merged],
-               "files": [str(f.relative_to(ctx.out)) for f in files]}
+    summary = {
+        "conditions": [r.to_dict(L) for r in resolved],
+        "table": table,
+        "clamped": clamped_modes([c.layers for c in requested], L),
+        "merged": [{"kept": r.condition.name, "requested": list(r.requested)} for r in resolved if r.merged],
+        "files": [str(f.relative_to(ctx.out)) for f in files],
+    }
     if not ctx.clap:
         summary["pareto_clap"] = f"skipped: {ctx.clap_reason}"
     return clip_rows, summary
@@ -67,12 +106,39 @@ def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
 
 def _pareto_plots(ctx: Context, table: list[dict]) -> list:
     baseline, conditions = table[0], table[1:]
-    y, y_title, y_range = (("probe_acc", "probe accuracy on target", (-0.02, 1.02)) if "probe_acc" in baseline
-                           else ("probe_value", "probe value (regression)", None))
+    y, y_title, y_range = (
+        ("probe_acc", "probe accuracy on target", (-0.02, 1.02))
+        if "probe_acc" in baseline
+        else ("probe_value", "probe value (regression)", None)
+    )
     concept = ctx.settings.concept
-    files = ctx.figure(pareto_figure(conditions, baseline, "fd_acts", y, "Frechet distance to baseline (activations)",
-                                     y_title, True, f"{concept}: control against drift", y_range), "pareto_drift")
+    files = ctx.figure(
+        pareto_figure(
+            conditions,
+            baseline,
+            "fd_acts",
+            y,
+            "Frechet distance to baseline (activations)",
+            y_title,
+            True,
+            f"{concept}: control against drift",
+            y_range,
+        ),
+        "pareto_drift",
+    )
     if ctx.clap:
-        files += ctx.figure(pareto_figure(conditions, baseline, "clap", y, "CLAP prompt similarity", y_title, False,
-                                          f"{concept}: control against prompt adherence", y_range), "pareto_clap")
+        files += ctx.figure(
+            pareto_figure(
+                conditions,
+                baseline,
+                "clap",
+                y,
+                "CLAP prompt similarity",
+                y_title,
+                False,
+                f"{concept}: control against prompt adherence",
+                y_range,
+            ),
+            "pareto_clap",
+        )
     return files

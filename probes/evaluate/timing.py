@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import EvaluationError
+from studio.errors import EvaluationError
 
 
 def switch_time(times, signal) -> float | None:
@@ -35,12 +35,12 @@ def switch_time(times, signal) -> float | None:
         raise EvaluationError("switch_time needs strictly increasing times")
     if not np.all(np.isfinite(s)):
         raise EvaluationError("switch_time got NaN or infinite signal values")
-    positive_before = np.concatenate([[0], np.cumsum(s > 0)])                  # j = 0..n
-    negative_after = np.concatenate([np.cumsum((s < 0)[::-1])[::-1], [0]])     # j = 0..n
+    positive_before = np.concatenate([[0], np.cumsum(s > 0)])  # j = 0..n
+    negative_after = np.concatenate([np.cumsum((s < 0)[::-1])[::-1], [0]])  # j = 0..n
     errors = positive_before + negative_after
-    if errors.min() >= min(errors[0], errors[-1]):                             # no switch explains the signs as well
+    if errors.min() >= min(errors[0], errors[-1]):  # no switch explains the signs as well
         return None
-    midpoints = np.concatenate([[t[0]], (t[:-1] + t[1:]) / 2, [t[-1]]])        # tau of split j = 0..n
+    midpoints = np.concatenate([[t[0]], (t[:-1] + t[1:]) / 2, [t[-1]]])  # tau of split j = 0..n
     return float(np.median(midpoints[errors == errors.min()]))
 
 

@@ -10,16 +10,37 @@ Typical use (the probes pipeline):
 Concepts (CONCEPTS): notes, intervals, scales, chords, progressions, tempos (regression), time_signatures.
 """
 
+from studio.errors import SynTheoryError
+
 from .concepts import CLIP_SECONDS, CONCEPTS, ConceptSpec, Sample, get_concept, list_samples
 from .dataset import ConceptArrays, ConceptDataset, ConceptItem, load_concept
-from .errors import SynTheoryError
 from .instruments import CLEAN_PROGRAMS, CLICK_SOUNDS, GM_PROGRAM_NAMES, TONAL_PROGRAMS
 from .published import PUBLISHED_DATASET, load_published
 from .renderer import DEFAULT_SOUNDFONT, SAMPLE_RATE, RenderConfig, default_cache_dir, read_clip, render, render_clip
 
 __all__ = [
-    "CLEAN_PROGRAMS", "CLICK_SOUNDS", "CLIP_SECONDS", "CONCEPTS", "ConceptArrays", "ConceptDataset", "ConceptItem",
-    "ConceptSpec", "DEFAULT_SOUNDFONT", "GM_PROGRAM_NAMES", "PUBLISHED_DATASET", "RenderConfig", "SAMPLE_RATE",
-    "Sample", "SynTheoryError", "TONAL_PROGRAMS", "default_cache_dir", "get_concept", "list_samples",
-    "load_concept", "load_published", "read_clip", "render", "render_clip",
+    "CLEAN_PROGRAMS",
+    "CLICK_SOUNDS",
+    "CLIP_SECONDS",
+    "CONCEPTS",
+    "ConceptArrays",
+    "ConceptDataset",
+    "ConceptItem",
+    "ConceptSpec",
+    "DEFAULT_SOUNDFONT",
+    "GM_PROGRAM_NAMES",
+    "PUBLISHED_DATASET",
+    "RenderConfig",
+    "SAMPLE_RATE",
+    "Sample",
+    "SynTheoryError",
+    "TONAL_PROGRAMS",
+    "default_cache_dir",
+    "get_concept",
+    "list_samples",
+    "load_concept",
+    "load_published",
+    "read_clip",
+    "render",
+    "render_clip",
 ]

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import mido
 import numpy as np
 
-from .errors import SynTheoryError
+from studio.errors import SynTheoryError
+
 from .instruments import CLICK_SOUNDS, TONAL_CHANNEL, ClickSound, resolve_clicks, resolve_programs
 from .midi import TICKS_PER_BEAT, NoteEvent, build_midi
 from .theory import (
@@ -41,11 +42,24 @@ SCALE_DIRECTIONS: tuple[str, ...] = ("up", "down")
 
 # SynTheory's 19 diatonic four-chord progressions: 10 in major (ionian), 9 in natural minor (aeolian).
 PROGRESSIONS: tuple[tuple[str, tuple[int, ...]], ...] = (
-    ("ionian", (1, 4, 5, 1)), ("ionian", (1, 4, 6, 5)), ("ionian", (1, 5, 6, 4)), ("ionian", (1, 6, 4, 5)),
-    ("ionian", (2, 5, 1, 6)), ("ionian", (4, 1, 5, 6)), ("ionian", (4, 5, 3, 6)), ("ionian", (5, 4, 1, 5)),
-    ("ionian", (5, 6, 4, 1)), ("ionian", (6, 4, 1, 5)),
-    ("aeolian", (1, 2, 5, 1)), ("aeolian", (1, 3, 4, 1)), ("aeolian", (1, 4, 5, 1)), ("aeolian", (1, 6, 3, 7)),
-    ("aeolian", (1, 6, 7, 1)), ("aeolian", (1, 6, 7, 3)), ("aeolian", (1, 7, 6, 4)), ("aeolian", (4, 7, 1, 1)),
+    ("ionian", (1, 4, 5, 1)),
+    ("ionian", (1, 4, 6, 5)),
+    ("ionian", (1, 5, 6, 4)),
+    ("ionian", (1, 6, 4, 5)),
+    ("ionian", (2, 5, 1, 6)),
+    ("ionian", (4, 1, 5, 6)),
+    ("ionian", (4, 5, 3, 6)),
+    ("ionian", (5, 4, 1, 5)),
+    ("ionian", (5, 6, 4, 1)),
+    ("ionian", (6, 4, 1, 5)),
+    ("aeolian", (1, 2, 5, 1)),
+    ("aeolian", (1, 3, 4, 1)),
+    ("aeolian", (1, 4, 5, 1)),
+    ("aeolian", (1, 6, 3, 7)),
+    ("aeolian", (1, 6, 7, 1)),
+    ("aeolian", (1, 6, 7, 3)),
+    ("aeolian", (1, 7, 6, 4)),
+    ("aeolian", (4, 7, 1, 1)),
     ("aeolian", (7, 6, 7, 1)),
 )
 
@@ -72,20 +86,52 @@ class ConceptSpec:
 CONCEPTS: dict[str, ConceptSpec] = {
     spec.name: spec
     for spec in (
-        ConceptSpec("notes", PITCH_CLASS_NAMES, False,
-                    "one pitch played four times (12 pitch classes x octaves x instruments)", "notes", False),
-        ConceptSpec("intervals", INTERVAL_NAMES, False,
-                    "two notes 1..12 semitones apart, played up, down or together", "intervals", False),
-        ConceptSpec("scales", tuple(MODES), False,
-                    "the seven diatonic modes played up or down over one octave", "scales", False),
-        ConceptSpec("chords", tuple(TRIAD_QUALITIES), False,
-                    "major, minor, augmented and diminished triads in three inversions", "chords", False),
-        ConceptSpec("progressions", tuple(progression_name(mode, degrees) for mode, degrees in PROGRESSIONS), False,
-                    "19 four-chord diatonic progressions in every key", "simple_progressions", False),
-        ConceptSpec("tempos", ("value",), True,
-                    "click tracks at 50..210 BPM; the label is the tempo in BPM", "tempos", True),
-        ConceptSpec("time_signatures", tuple(f"{n}/{d}" for n, d in TIME_SIGNATURES), False,
-                    "accented click tracks in eight time signatures", "time_signatures", True),
+        ConceptSpec(
+            "notes",
+            PITCH_CLASS_NAMES,
+            False,
+            "one pitch played four times (12 pitch classes x octaves x instruments)",
+            "notes",
+            False,
+        ),
+        ConceptSpec(
+            "intervals",
+            INTERVAL_NAMES,
+            False,
+            "two notes 1..12 semitones apart, played up, down or together",
+            "intervals",
+            False,
+        ),
+        ConceptSpec(
+            "scales", tuple(MODES), False, "the seven diatonic modes played up or down over one octave", "scales", False
+        ),
+        ConceptSpec(
+            "chords",
+            tuple(TRIAD_QUALITIES),
+            False,
+            "major, minor, augmented and diminished triads in three inversions",
+            "chords",
+            False,
+        ),
+        ConceptSpec(
+            "progressions",
+            tuple(progression_name(mode, degrees) for mode, degrees in PROGRESSIONS),
+            False,
+            "19 four-chord diatonic progressions in every key",
+            "simple_progressions",
+            False,
+        ),
+        ConceptSpec(
+            "tempos", ("value",), True, "click tracks at 50..210 BPM; the label is the tempo in BPM", "tempos", True
+        ),
+        ConceptSpec(
+            "time_signatures",
+            tuple(f"{n}/{d}" for n, d in TIME_SIGNATURES),
+            False,
+            "accented click tracks in eight time signatures",
+            "time_signatures",
+            True,
+        ),
     )
 }
 
@@ -120,8 +166,9 @@ class Sample:
 
 
 def _tonal_midi(events: Sequence[NoteEvent], program: int) -> mido.MidiFile:
-    return build_midi(events, bpm=TONAL_BPM, length_beats=CLIP_BEATS_AT_TONAL_BPM, program=program,
-                      channel=TONAL_CHANNEL)
+    return build_midi(
+        events, bpm=TONAL_BPM, length_beats=CLIP_BEATS_AT_TONAL_BPM, program=program, channel=TONAL_CHANNEL
+    )
 
 
 def _repeated(pitches: tuple[int, ...], times: int, beats_each: float) -> list[NoteEvent]:
@@ -132,8 +179,11 @@ def _notes(programs: Sequence[int], octaves: Sequence[int], seed: int) -> Iterab
     for octave in octaves:
         for pitch_class, name in enumerate(PITCH_CLASS_NAMES):
             for program in programs:
-                yield name, pitch_class, {"midi_note": 12 * (octave + 1) + pitch_class, "octave": octave,
-                                          "program": program}
+                yield (
+                    name,
+                    pitch_class,
+                    {"midi_note": 12 * (octave + 1) + pitch_class, "octave": octave, "program": program},
+                )
 
 
 def _notes_midi(params: dict) -> mido.MidiFile:
@@ -145,8 +195,11 @@ def _intervals(programs: Sequence[int], octaves: Sequence[int], seed: int) -> It
         for semitones in range(1, 13):
             for style in INTERVAL_STYLES:
                 for program in programs:
-                    yield INTERVAL_NAMES[semitones - 1], semitones - 1, {
-                        "base_note": base, "semitones": semitones, "style": style, "program": program}
+                    yield (
+                        INTERVAL_NAMES[semitones - 1],
+                        semitones - 1,
+                        {"base_note": base, "semitones": semitones, "style": style, "program": program},
+                    )
 
 
 def _intervals_midi(params: dict) -> mido.MidiFile:
@@ -177,8 +230,7 @@ def _chords(programs: Sequence[int], octaves: Sequence[int], seed: int) -> Itera
         for index, quality in enumerate(TRIAD_QUALITIES):
             for inversion in range(3):
                 for program in programs:
-                    yield quality, index, {"root": root, "quality": quality, "inversion": inversion,
-                                           "program": program}
+                    yield quality, index, {"root": root, "quality": quality, "inversion": inversion, "program": program}
 
 
 def _chords_midi(params: dict) -> mido.MidiFile:
@@ -196,8 +248,10 @@ def _progressions(programs: Sequence[int], octaves: Sequence[int], seed: int) ->
 
 def _progressions_midi(params: dict) -> mido.MidiFile:
     tonic = tonic_midi(params["key"])
-    events = [NoteEvent(2 * k, 2.0, diatonic_triad(tonic, params["mode"], degree))
-              for k, degree in enumerate(params["degrees"])]
+    events = [
+        NoteEvent(2 * k, 2.0, diatonic_triad(tonic, params["mode"], degree))
+        for k, degree in enumerate(params["degrees"])
+    ]
     return _tonal_midi(events, params["program"])
 
 
@@ -209,8 +263,15 @@ def _phase_ticks(seed: int, bar_ticks: int, *identity: int) -> int:
     return int(np.random.default_rng([seed, *identity]).integers(0, bar_ticks))
 
 
-def _click_midi(bpm: int, unit_beats: float, per_bar: int, phase_ticks: int, click: ClickSound,
-                time_signature: tuple[int, int], reverb_send: int | None) -> mido.MidiFile:
+def _click_midi(
+    bpm: int,
+    unit_beats: float,
+    per_bar: int,
+    phase_ticks: int,
+    click: ClickSound,
+    time_signature: tuple[int, int],
+    reverb_send: int | None,
+) -> mido.MidiFile:
     """A click every `unit_beats`, accented every `per_bar` clicks, heard from `phase_ticks` into the first bar."""
     length_beats = CLIP_SECONDS * bpm / 60
     phase = phase_ticks / TICKS_PER_BEAT
@@ -218,13 +279,25 @@ def _click_midi(bpm: int, unit_beats: float, per_bar: int, phase_ticks: int, cli
     k = int(np.ceil(phase / unit_beats - 1e-9))
     while k * unit_beats - phase < length_beats:
         downbeat = k % per_bar == 0
-        events.append(NoteEvent(
-            k * unit_beats - phase, unit_beats,
-            (click.downbeat_note if downbeat else click.offbeat_note,),
-            click.downbeat_velocity if downbeat else click.offbeat_velocity))
+        events.append(
+            NoteEvent(
+                k * unit_beats - phase,
+                unit_beats,
+                (click.downbeat_note if downbeat else click.offbeat_note,),
+                click.downbeat_velocity if downbeat else click.offbeat_velocity,
+            )
+        )
         k += 1
-    return build_midi(events, bpm=bpm, length_beats=length_beats, program=click.program, channel=click.channel,
-                      time_signature=time_signature, reverb_send=reverb_send, track_name=click.name)
+    return build_midi(
+        events,
+        bpm=bpm,
+        length_beats=length_beats,
+        program=click.program,
+        channel=click.channel,
+        time_signature=time_signature,
+        reverb_send=reverb_send,
+        track_name=click.name,
+    )
 
 
 def _click(name: str) -> ClickSound:
@@ -250,24 +323,40 @@ def _click_unit_beats(numerator: int, denominator: int) -> float:
     return 0.5 if compound else 4 / denominator
 
 
-def _time_signatures(clicks: Sequence[ClickSound], octaves: Sequence[int], seed: int
-                     ) -> Iterable[tuple[str, int, dict]]:
+def _time_signatures(
+    clicks: Sequence[ClickSound], octaves: Sequence[int], seed: int
+) -> Iterable[tuple[str, int, dict]]:
     for index, (numerator, denominator) in enumerate(TIME_SIGNATURES):
         bar_ticks = round(numerator * _click_unit_beats(numerator, denominator) * TICKS_PER_BEAT)
         for reverb in range(len(REVERB_SENDS)):
             for click in clicks:
                 for offset in range(TIME_SIGNATURE_OFFSETS):
                     phase = _phase_ticks(seed, bar_ticks, index, reverb, CLICK_SOUNDS.index(click), offset)
-                    yield f"{numerator}/{denominator}", index, {
-                        "numerator": numerator, "denominator": denominator, "click": click.name, "reverb": reverb,
-                        "offset": offset, "phase_ticks": phase}
+                    yield (
+                        f"{numerator}/{denominator}",
+                        index,
+                        {
+                            "numerator": numerator,
+                            "denominator": denominator,
+                            "click": click.name,
+                            "reverb": reverb,
+                            "offset": offset,
+                            "phase_ticks": phase,
+                        },
+                    )
 
 
 def _time_signatures_midi(params: dict) -> mido.MidiFile:
     numerator, denominator = params["numerator"], params["denominator"]
-    return _click_midi(TIME_SIGNATURE_BPM, _click_unit_beats(numerator, denominator), numerator,
-                       params["phase_ticks"], _click(params["click"]), (numerator, denominator),
-                       REVERB_SENDS[params["reverb"]])
+    return _click_midi(
+        TIME_SIGNATURE_BPM,
+        _click_unit_beats(numerator, denominator),
+        numerator,
+        params["phase_ticks"],
+        _click(params["click"]),
+        (numerator, denominator),
+        REVERB_SENDS[params["reverb"]],
+    )
 
 
 @dataclass(frozen=True)
@@ -327,11 +416,14 @@ def list_samples(
         octave_list = tuple(dict.fromkeys(int(octave) for octave in octaves))
         unknown = [octave for octave in octave_list if octave not in NOTE_OCTAVES]
         if unknown or not octave_list:
-            raise SynTheoryError(f"octaves must be among {NOTE_OCTAVES[0]}..{NOTE_OCTAVES[-1]} (4 holds middle C), "
-                                 f"got {list(octaves)}")
+            raise SynTheoryError(
+                f"octaves must be among {NOTE_OCTAVES[0]}..{NOTE_OCTAVES[-1]} (4 holds middle C), got {list(octaves)}"
+            )
     players = resolve_clicks(instruments) if spec.rhythmic else resolve_programs(instruments)
-    samples = [Sample(concept, label, class_index, params)
-               for label, class_index, params in _CONSTRUCTIONS[concept].clips(players, octave_list, seed)]
+    samples = [
+        Sample(concept, label, class_index, params)
+        for label, class_index, params in _CONSTRUCTIONS[concept].clips(players, octave_list, seed)
+    ]
     if max_per_class is not None:
         samples = [samples[i] for i in cap_per_class([s.class_index for s in samples], max_per_class, seed)]
     return samples

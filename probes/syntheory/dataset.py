@@ -55,8 +55,9 @@ def labels_array(values: Sequence[str | float], class_indices: Sequence[int], is
 class ConceptDataset(Sequence[ConceptItem]):
     """Rendered clips of one concept, read from the cache on access. Build one with `ConceptDataset.generate`."""
 
-    def __init__(self, concept: str, samples: Sequence[Sample], paths: Sequence[Path], sample_rate: int,
-                 description: dict):
+    def __init__(
+        self, concept: str, samples: Sequence[Sample], paths: Sequence[Path], sample_rate: int, description: dict
+    ):
         if len(samples) != len(paths):
             raise ValueError("samples and paths must have the same length")
         self.spec = get_concept(concept)
@@ -85,8 +86,9 @@ class ConceptDataset(Sequence[ConceptItem]):
         config = config or RenderConfig()
         instruments = list(instruments) if instruments is not None else None
         octaves = list(octaves) if octaves is not None else None
-        samples = list_samples(concept, instruments=instruments, octaves=octaves, max_per_class=max_per_class,
-                               seed=seed)
+        samples = list_samples(
+            concept, instruments=instruments, octaves=octaves, max_per_class=max_per_class, seed=seed
+        )
         paths = render(samples, cache_dir=cache_dir, workers=workers, progress=progress, config=config)
         dropped = 0
         if drop_silent:
@@ -126,8 +128,7 @@ class ConceptDataset(Sequence[ConceptItem]):
     @property
     def labels(self) -> np.ndarray:
         """[N] int64 class indices, or float32 values for a regression concept."""
-        return labels_array([s.label for s in self.samples], [s.class_index for s in self.samples],
-                            self.is_regression)
+        return labels_array([s.label for s in self.samples], [s.class_index for s in self.samples], self.is_regression)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -141,8 +142,9 @@ class ConceptDataset(Sequence[ConceptItem]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         sample = self.samples[index]
-        return ConceptItem(read_clip(self.paths[index], self.sample_rate), self.sample_rate, sample.label,
-                           sample.class_index)
+        return ConceptItem(
+            read_clip(self.paths[index], self.sample_rate), self.sample_rate, sample.label, sample.class_index
+        )
 
     def to_arrays(self) -> ConceptArrays:
         """Read every clip into one [N, n] float32 array (4 s at 32 kHz: 512 kB per clip)."""
@@ -151,8 +153,16 @@ class ConceptDataset(Sequence[ConceptItem]):
         for row, path in enumerate(self.paths):
             clip = read_clip(path, self.sample_rate)
             audio[row, : len(clip)] = clip[:n_samples]
-        return ConceptArrays(self.concept, audio, self.labels, self.classes, self.is_regression, self.sample_rate,
-                             dict(self.description), list(self.samples))
+        return ConceptArrays(
+            self.concept,
+            audio,
+            self.labels,
+            self.classes,
+            self.is_regression,
+            self.sample_rate,
+            dict(self.description),
+            list(self.samples),
+        )
 
 
 def load_concept(concept: str, **options) -> ConceptArrays:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import mido
 
-from .errors import SynTheoryError
+from studio.errors import SynTheoryError
+
 from .theory import check_midi_note
 
 TICKS_PER_BEAT = 480

@@ -15,15 +15,22 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from studio.errors import SynTheoryError
+
 from .concepts import CLIP_SECONDS, PROGRESSIONS, TIME_SIGNATURES, cap_per_class, get_concept
 from .dataset import ConceptArrays, labels_array
-from .errors import SynTheoryError
 from .renderer import SAMPLE_RATE, postprocess
 from .theory import INTERVAL_NAMES, MODES, PITCH_CLASS_NAMES
 
 PUBLISHED_DATASET = "meganwei/syntheory"
-_CHORD_TYPES = {"major": "major", "minor": "minor", "aug": "augmented", "dim": "diminished",
-                "augmented": "augmented", "diminished": "diminished"}
+_CHORD_TYPES = {
+    "major": "major",
+    "minor": "minor",
+    "aug": "augmented",
+    "dim": "diminished",
+    "augmented": "augmented",
+    "diminished": "diminished",
+}
 _SILENCE_PEAK = 1e-6
 
 
@@ -78,8 +85,9 @@ def decode_published_audio(audio: Mapping[str, Any], sample_rate: int = SAMPLE_R
     return postprocess(raw, rate, sample_rate, int(round(CLIP_SECONDS * sample_rate)), _SILENCE_PEAK)
 
 
-def convert_published_rows(concept: str, rows: Iterable[Mapping[str, Any]], sample_rate: int = SAMPLE_RATE,
-                           description: dict | None = None) -> ConceptArrays:
+def convert_published_rows(
+    concept: str, rows: Iterable[Mapping[str, Any]], sample_rate: int = SAMPLE_RATE, description: dict | None = None
+) -> ConceptArrays:
     """Rows of the published table (an "audio" entry plus metadata columns) -> ConceptArrays; silent clips dropped."""
     spec = get_concept(concept)
     clips, values, indices = [], [], []
@@ -92,10 +100,23 @@ def convert_published_rows(concept: str, rows: Iterable[Mapping[str, Any]], samp
         values.append(label)
         indices.append(class_index)
     audio = np.stack(clips) if clips else np.zeros((0, int(round(CLIP_SECONDS * sample_rate))), np.float32)
-    info = {"source": PUBLISHED_DATASET, "concept": concept, "n_clips": len(clips), "sample_rate": sample_rate,
-            **(description or {})}
-    return ConceptArrays(concept, audio, labels_array(values, indices, spec.is_regression), list(spec.classes),
-                         spec.is_regression, sample_rate, info, [])
+    info = {
+        "source": PUBLISHED_DATASET,
+        "concept": concept,
+        "n_clips": len(clips),
+        "sample_rate": sample_rate,
+        **(description or {}),
+    }
+    return ConceptArrays(
+        concept,
+        audio,
+        labels_array(values, indices, spec.is_regression),
+        list(spec.classes),
+        spec.is_regression,
+        sample_rate,
+        info,
+        [],
+    )
 
 
 def load_published(
@@ -118,19 +139,23 @@ def load_published(
     except ImportError as error:
         raise SynTheoryError(
             f"loading the published {PUBLISHED_DATASET} needs the 'datasets' package (pip install datasets); "
-            "without it, generate the concept offline with load_concept()") from error
+            "without it, generate the concept offline with load_concept()"
+        ) from error
     try:
-        table = datasets.load_dataset(PUBLISHED_DATASET, spec.published_config, split=split,
-                                      cache_dir=str(cache_dir) if cache_dir else None)
+        table = datasets.load_dataset(
+            PUBLISHED_DATASET, spec.published_config, split=split, cache_dir=str(cache_dir) if cache_dir else None
+        )
     except Exception as error:  # datasets raises many types for "offline", "not found" and "not cached"
         raise SynTheoryError(
             f"the published dataset {PUBLISHED_DATASET} ({spec.published_config}, {split}) is neither reachable nor "
             f"cached here ({type(error).__name__}: {error}); download it once online, or generate the concept "
-            "offline with load_concept()") from error
+            "offline with load_concept()"
+        ) from error
     table = table.cast_column("audio", datasets.Audio(decode=False))
     if max_per_class is not None:
         metadata = table.remove_columns(["audio"])
         indices = [published_label(concept, row)[1] for row in metadata]
         table = table.select(cap_per_class(indices, max_per_class, seed))
-    return convert_published_rows(concept, table, sample_rate,
-                                  {"split": split, "max_per_class": max_per_class, "seed": seed})
+    return convert_published_rows(
+        concept, table, sample_rate, {"split": split, "max_per_class": max_per_class, "seed": seed}
+    )

@@ -30,13 +30,15 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
+from studio.errors import SynTheoryError
 from studio.files import write_wav
 
 from .concepts import Sample
-from .errors import INSTALL_HINT, SynTheoryError
 from .midi import midi_bytes
 
 logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "install it with: apt-get install fluidsynth timgm6mb-soundfont"
 
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 SAMPLE_RATE = 32000
@@ -76,8 +78,9 @@ def check_renderer(config: RenderConfig) -> str:
         raise SynTheoryError(f"the fluidsynth program ({config.fluidsynth!r}) was not found on PATH; {INSTALL_HINT}")
     soundfont = Path(config.soundfont)
     if not soundfont.is_file():
-        raise SynTheoryError(f"the SoundFont {soundfont} does not exist; {INSTALL_HINT} "
-                             f"(or pass another General MIDI .sf2 file)")
+        raise SynTheoryError(
+            f"the SoundFont {soundfont} does not exist; {INSTALL_HINT} (or pass another General MIDI .sf2 file)"
+        )
     try:
         with open(soundfont, "rb") as handle:
             header = handle.read(12)
@@ -91,9 +94,28 @@ def check_renderer(config: RenderConfig) -> str:
 def run_fluidsynth(binary: str, soundfont: Path, midi_path: Path, wav_path: Path, rate: int, gain: float) -> None:
     """Render `midi_path` to a stereo 32-bit float WAV at `rate` Hz (reverb and chorus at fluidsynth's defaults)."""
     # Loading only the samples a clip uses and not locking memory halve fluidsynth's start-up CPU time.
-    command = [binary, "-n", "-i", "-q", "-g", str(gain), "-r", str(rate), "-O", "float", "-T", "wav",
-               "-o", "synth.dynamic-sample-loading=1", "-o", "synth.lock-memory=0",
-               "-F", str(wav_path), str(soundfont), str(midi_path)]
+    command = [
+        binary,
+        "-n",
+        "-i",
+        "-q",
+        "-g",
+        str(gain),
+        "-r",
+        str(rate),
+        "-O",
+        "float",
+        "-T",
+        "wav",
+        "-o",
+        "synth.dynamic-sample-loading=1",
+        "-o",
+        "synth.lock-memory=0",
+        "-F",
+        str(wav_path),
+        str(soundfont),
+        str(midi_path),
+    ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=_FLUIDSYNTH_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -145,13 +167,23 @@ def _render_with(binary: str, sample: Sample, config: RenderConfig) -> np.ndarra
 
 def _renderer_identity(config: RenderConfig) -> dict:
     soundfont = Path(config.soundfont).resolve()
-    return {"renderer": RENDERER_VERSION, "soundfont": str(soundfont), "soundfont_size": soundfont.stat().st_size,
-            "sample_rate": config.sample_rate, "render_rate": config.render_rate, "gain": config.gain}
+    return {
+        "renderer": RENDERER_VERSION,
+        "soundfont": str(soundfont),
+        "soundfont_size": soundfont.stat().st_size,
+        "sample_rate": config.sample_rate,
+        "render_rate": config.render_rate,
+        "gain": config.gain,
+    }
 
 
 def _key(sample: Sample, identity: dict) -> str:
-    payload = {**identity, "concept": sample.concept, "params": sample.params,
-               "midi_sha256": hashlib.sha256(midi_bytes(sample.midi)).hexdigest()}
+    payload = {
+        **identity,
+        "concept": sample.concept,
+        "params": sample.params,
+        "midi_sha256": hashlib.sha256(midi_bytes(sample.midi)).hexdigest(),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -183,9 +215,10 @@ def render(
         # fluidsynth idles about half of its short life (start-up, exit), so twice the cores keeps them busy.
         workers = max(1, min(workers or 2 * (os.cpu_count() or 1), len(pending)))
         concept = next(iter(pending.values())).concept
-        with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-            total=len(pending), desc=f"render {concept}", unit="clip", disable=not progress
-        ) as bar:
+        with (
+            ThreadPoolExecutor(max_workers=workers) as pool,
+            tqdm(total=len(pending), desc=f"render {concept}", unit="clip", disable=not progress) as bar,
+        ):
             futures = [pool.submit(_render_to_cache, binary, sample, path, config) for path, sample in pending.items()]
             try:
                 for future in as_completed(futures):
@@ -209,6 +242,8 @@ def read_clip(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     except (OSError, RuntimeError) as error:  # libsndfile errors are RuntimeErrors
         raise SynTheoryError(f"cannot read cached clip {path} ({error}); delete it and render again") from error
     if rate != sample_rate or audio.ndim != 1:
-        raise SynTheoryError(f"cached clip {path} is {rate} Hz with shape {audio.shape}, expected mono "
-                             f"{sample_rate} Hz; delete it and render again")
+        raise SynTheoryError(
+            f"cached clip {path} is {rate} Hz with shape {audio.shape}, expected mono "
+            f"{sample_rate} Hz; delete it and render again"
+        )
     return audio

@@ -5,7 +5,7 @@ MIDI note numbers throughout: 60 is middle C (C4), 69 is A4 = 440 Hz. Pitch clas
 
 from __future__ import annotations
 
-from .errors import SynTheoryError
+from studio.errors import SynTheoryError
 
 PITCH_CLASS_NAMES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 

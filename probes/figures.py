@@ -1,0 +1,51 @@
+"""Figures the probes pipeline writes: a bank's validation score by layer, and writing any figure as HTML and PNG."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from probes.bank import ConceptBank
+
+log = logging.getLogger(__name__)
+# kaleido (PNG export) and its browser driver log every browser start and stop at INFO
+for _chatty in ("kaleido", "choreographer"):
+    logging.getLogger(_chatty).setLevel(logging.WARNING)
+
+
+def auc_by_layer_figure(bank: ConceptBank) -> go.Figure:
+    """Validation score per trained decoder layer: one faint line per class, the class mean in bold, the readout layer
+    marked. Untrained layers have no score and are left out."""
+    metric = "R²" if bank.val_metric == "r2" else "AUC"
+    layers = list(bank.layers)
+    scores = bank.trained_val_score
+    fig = go.Figure()
+    for c, name in enumerate(bank.classes):
+        fig.add_scatter(x=layers, y=scores[:, c].tolist(), mode="lines", name=name, opacity=0.5, line={"width": 1})
+    fig.add_scatter(
+        x=layers, y=scores.mean(dim=1).tolist(), mode="lines+markers", name="mean", line={"width": 3, "color": "black"}
+    )
+    fig.add_vline(x=bank.readout_layer, line_dash="dot", annotation_text="readout")
+    fig.update_layout(
+        title=f"{bank.concept}: validation {metric} by layer ({bank.signature.model_id})",
+        xaxis_title="decoder layer",
+        yaxis_title=f"validation {metric}",
+        template="plotly_white",
+        legend={"font": {"size": 10}},
+        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+    )
+    return fig
+
+
+def save_figure(fig: go.Figure, stem: Path) -> list[Path]:
+    """Write `stem`.html (always) and `stem`.png (when kaleido finds a Chromium); returns the files written."""
+    written = [stem.with_suffix(".html")]
+    fig.write_html(written[0], include_plotlyjs="cdn")
+    try:
+        fig.write_image(stem.with_suffix(".png"), width=900, height=500)
+        written.append(stem.with_suffix(".png"))
+    except Exception as err:  # kaleido raises several types when no browser is found
+        log.warning("PNG not written (%s); install Debian's chromium for PNG export", str(err).splitlines()[0])
+    return written

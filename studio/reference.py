@@ -1,0 +1,69 @@
+"""The reference engine: transformers' own MusicGen ``generate``, steered by the same hooks as our decode loop.
+
+Not in the product path: the studio and the CLI decode with ``studio.generate.run_decode``. This engine is what the
+tests compare ours with (same tokens on the CPU) and what ``--engine hf`` runs, for checkpoints our loop cannot
+decode (stereo) or to check a result against transformers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from studio.decode import StepCallback
+from studio.model import FREE, LoadedModel
+from studio.recipe import Recipe
+from studio.sampling import Sampling
+
+
+class _StepWatcher(StoppingCriteria):
+    """transformers' per-step callback (a stopping criterion that never stops): keeps the tokens, reports the step."""
+
+    def __init__(self, on_step: StepCallback, total: int):
+        self.on_step, self.total = on_step, total
+        self.tokens: torch.Tensor | None = None
+        self._running = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        self.tokens = input_ids
+        self.on_step(input_ids.shape[-1] - 1, self.total)
+        if self._running is None or self._running.shape[0] != input_ids.shape[0]:
+            self._running = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self._running
+
+
+def sampling_kwargs(sampling: Sampling) -> dict:
+    """Our Sampling as generate() arguments; 0 must switch a filter off, not fall back to the generation config."""
+    kwargs = dict(guidance_scale=sampling.guidance_scale)
+    if sampling.greedy:
+        kwargs.update(do_sample=False)
+    else:
+        kwargs.update(
+            do_sample=True,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p if 0 < sampling.top_p < 1 else 1.0,
+            temperature=sampling.temperature,
+        )
+    return kwargs
+
+
+def run_reference(loaded: LoadedModel, recipe: Recipe, on_step: StepCallback) -> tuple[np.ndarray, torch.Tensor]:
+    """transformers' generate for the recipe's prompt, seed and sampling: (audio [samples], tokens [K, steps + 1])."""
+    frames = loaded.frames_for(recipe.seconds)
+    steps = loaded.steps_for(frames)
+    inputs = loaded.tokenizer([recipe.prompt], return_tensors="pt", padding=True).to(loaded.device)
+    watcher = _StepWatcher(on_step, steps)
+    torch.manual_seed(recipe.seed)
+    with torch.inference_mode():
+        audio = loaded.model.generate(
+            **inputs,
+            max_new_tokens=steps,
+            **sampling_kwargs(recipe.sampling),
+            stopping_criteria=StoppingCriteriaList([watcher]),
+        )
+    # generate leaves its own samples in the delay pattern's padded slots (its codec input skips them); show the pad
+    # token there, as our loop does, so that tokens do not depend on the engine.
+    tokens = watcher.tokens[:, : steps + 1].cpu()
+    pattern = loaded.delay_pattern(frames)
+    return audio[0, 0].float().cpu().numpy(), torch.where(pattern == FREE, tokens, pattern)

@@ -1,0 +1,315 @@
+"""The page's event handlers, top to bottom in the order a visitor meets them: the controls keep the schedule editor and
+the layer plot in step, Generate streams the readout, Stop cancels, a recipe upload restores every control, /render is
+the plain API, and the Concept banks tab shows and trains banks.
+
+Handlers that need nothing but their inputs are plain functions. The others are methods of `Handlers`, which holds the
+session (`Studio`); bound methods, unlike functools.partial, keep the signatures Gradio reads (gr.Request, gr.Progress
+and the /render API's types). Widget values arrive positionally in the order of `widgets.FIELDS`. Nothing here lays out
+a component: studio/ui/layout.py does, and wires these handlers to the page.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from probes.figures import auc_by_layer_figure
+from studio.banks import check_for_banks
+from studio.errors import Cancelled, StudioError
+from studio.files import write_json, write_wav
+from studio.plan import layer_weights
+from studio.recipe import Recipe, check_for_model, load_recipe
+from studio.ui.plots import layer_weights_figure, readout_figure
+from studio.ui.schedule_editor import EditorValue
+from studio.ui.session import Studio, on_gpu
+from studio.ui.widgets import (
+    FIELDS,
+    MAX_ROWS,
+    active_names,
+    control_name,
+    layering_of,
+    recipe_from_values,
+    rows_of,
+    values_from_recipe,
+)
+
+MAX_RECIPE_BYTES = 256 * 1024
+REDRAW_AUDIO_S = 0.5  # progress and the readout plot are redrawn at least every half second of generated audio
+
+
+def values_of(args) -> dict:
+    """The form's positional values, keyed by widgets.FIELDS."""
+    return dict(zip(FIELDS, args))
+
+
+def _escape(text: str) -> str:
+    """Show user-supplied text literally in a Markdown component (no HTML, no Markdown syntax)."""
+    return html.escape(text).replace("*", "&#42;").replace("_", "&#95;").replace("`", "&#96;")
+
+
+def _unchanged(count: int) -> list:
+    return [gr.update() for _ in range(count)]
+
+
+# ------------------------------------------------------------------------------------ handlers without a session
+
+
+def retarget(*form) -> EditorValue:
+    """The schedule editor follows the clip length and the active controls (their curves kept, new ones constant)."""
+    values = values_of(form)
+    current = values["schedule"]
+    if not isinstance(current, EditorValue):
+        current = EditorValue.constant(values["seconds"], [])
+    return current.retarget(values["seconds"], active_names(values))
+
+
+def add_row(count: int) -> list:
+    """Show one more control row, switched on: the new count, each row's visibility, each row's on/off box."""
+    count = min(MAX_ROWS, count + 1)
+    return (
+        [count]
+        + [gr.update(visible=i < count) for i in range(MAX_ROWS)]
+        + [gr.update(value=True) if i == count - 1 else gr.update() for i in range(MAX_ROWS)]
+    )
+
+
+def dice() -> int:
+    """A new random seed."""
+    return random.randrange(2**31)
+
+
+# --------------------------------------------------------------------------------------- handlers of a session
+
+
+class Handlers:
+    """The handlers that use the session: its model, banks and running generations."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+        self.stream = on_gpu(studio.stream)  # wrapped once, while the app is built, as ZeroGPU expects
+        self.out_dir = Path(tempfile.mkdtemp(prefix="musicrfm-studio-"))
+
+    # ---- the controls
+
+    def class_choices(self, concept: str | None):
+        """A row's class dropdown offers the classes of its concept's bank, the first one chosen."""
+        choices = self.studio.classes(concept)
+        return gr.update(choices=choices, value=(choices or [None])[0])
+
+    def weights_plot(self, *form):
+        """Validation AUC per layer of the first steering row's class, with the weight each layer gets."""
+        banks = self.studio.banks
+        row = next(
+            (
+                r
+                for r in rows_of(values_of(form))
+                if r.enabled and r.concept in banks and r.class_name in banks[r.concept].classes
+            ),
+            None,
+        )
+        if row is None:
+            return None
+        bank = banks[row.concept]
+        score = bank.val_score[:, bank.class_index(row.class_name)]
+        try:
+            weights = layer_weights(layering_of(values_of(form)).to_spec(), score).tolist()
+        except ValueError:  # a field half-edited (InputError) or manual weights of the wrong count: nothing weighted
+            weights = [0.0] * len(score)
+        return layer_weights_figure(score.tolist(), weights, f"{row.name}: AUC and weight per layer")
+
+    # ---- generating
+
+    def run_recipe(self, request: gr.Request, *args):
+        """Generate what the page describes, streaming progress and the readout plot, then the audio and files:
+        yields (status, readout plot, steered audio, baseline audio, WAV file, recipe + readout JSON file)."""
+        *form, with_baseline = args
+        loaded = self.studio.loaded
+        try:
+            recipe = recipe_from_values(values_of(form), model_id=loaded.model_id, bank=self.studio.bank_argument)
+        except StudioError as err:
+            raise gr.Error(err.page_message) from None
+        session = request.session_hash if request else "api"
+        times, probs, started, drawn_step = [], [], time.perf_counter(), 0
+        redraw_steps = max(1, int(loaded.frame_rate * REDRAW_AUDIO_S))
+        hidden = gr.update(visible=with_baseline, value=None)
+        yield "Starting…", self._readout_plot(recipe, [], []), None, hidden, None, None
+        try:
+            for item in self.stream(recipe, session, with_baseline):
+                if item[0] == "step":
+                    event = item[1]
+                    if event.probs is not None:
+                        times.append((event.step - 1) / loaded.frame_rate)
+                        probs.append(event.probs)
+                    if event.step - drawn_step >= redraw_steps or event.step == event.total:
+                        drawn_step = event.step
+                        last = event.step == event.total
+                        note = " Rendering the unsteered baseline…" if with_baseline and last else ""
+                        yield (
+                            f"Generating… step {event.step}/{event.total} "
+                            f"({event.step / loaded.frame_rate:.1f} s of audio).{note}",
+                            self._readout_plot(recipe, times, probs) if recipe.readout else gr.update(),
+                            *_unchanged(4),
+                        )
+                    continue
+                _, steered, baseline = item
+                folder = self._new_folder()
+                wav, record = _save_outputs(steered, folder, "steered")
+                base_wav = _save_outputs(baseline, folder, "baseline")[0] if baseline else None
+                if steered.readout is not None:
+                    times = [t / loaded.frame_rate for t in range(steered.readout.steps)]
+                    probs = steered.readout.window.tolist()
+                took = time.perf_counter() - started
+                yield (
+                    f"Done: {recipe.seconds:g} s of audio in {took:.1f} s.",
+                    self._readout_plot(recipe, times, probs),
+                    wav,
+                    gr.update(visible=with_baseline, value=base_wav),
+                    gr.update(value=wav, visible=True),
+                    gr.update(value=record, visible=True),
+                )
+        except Cancelled:
+            yield "Stopped.", gr.update(), None, gr.update(), None, None
+        except StudioError as err:
+            raise gr.Error(err.page_message) from None
+
+    def stop_run(self, request: gr.Request) -> str:
+        self.studio.stop(request.session_hash if request else "api")
+        return "Stopped: the generation was cancelled; nothing was rendered."
+
+    def render(self, recipe_json: str) -> tuple[str, str]:
+        """Render a recipe (JSON text, see README) and return the WAV and its JSON record (recipe + readout)."""
+        if len(recipe_json) > MAX_RECIPE_BYTES:
+            raise gr.Error(f"recipe too large ({len(recipe_json)} characters; at most {MAX_RECIPE_BYTES})")
+        try:
+            recipe = Recipe.from_json(recipe_json)
+            *_, (_, steered, _) = self.stream(recipe, f"api-{id(recipe)}", False)
+        except StudioError as err:
+            raise gr.Error(err.page_message) from None
+        return _save_outputs(steered, self._new_folder(), "render")
+
+    def _new_folder(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.out_dir))
+
+    def _readout_plot(self, recipe: Recipe, times: list, probs: list):
+        if recipe.readout is None:
+            return None
+        concept = recipe.readout.concept
+        steered = [c.class_name for c in recipe.active_controls() if c.concept == concept]
+        schedules = {
+            control_name(c.concept, c.class_name): _schedule_points(c, recipe.seconds) for c in recipe.active_controls()
+        }
+        return readout_figure(
+            times,
+            probs,
+            self.studio.classes(concept),
+            steered,
+            recipe.seconds,
+            schedules,
+            title=f"{concept} probe readout (layer {self.studio.banks[concept].readout_layer})",
+        )
+
+    # ---- recipes in
+
+    def restore(self, path: str | None) -> list:
+        """Every control from a recipe file; a bad file changes nothing and says why under the upload box. Returns the
+        form's values, the number of rows shown, each row's visibility, and the note under the upload box."""
+        unchanged = _unchanged(len(FIELDS) + 1 + MAX_ROWS)
+        if not path:
+            return unchanged + [""]
+        size = Path(path).stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            return unchanged + [
+                f"⚠️ Recipe file too large ({size} bytes; at most {MAX_RECIPE_BYTES}): nothing was changed."
+            ]
+        studio = self.studio
+        try:
+            recipe = load_recipe(path)
+            check_for_model(recipe, studio.loaded)
+            check_for_banks(recipe, studio.banks)
+            values = values_from_recipe(recipe)
+        except StudioError as err:
+            return unchanged + [f"⚠️ Cannot load this recipe, nothing was changed: {_escape(err.page_message)}"]
+        first = (studio.concepts or [None])[0]
+        for i in range(MAX_ROWS):  # empty rows show the first concept, as the page starts
+            concept = values[f"concept{i}"] or first
+            values[f"concept{i}"] = concept
+            values[f"class{i}"] = gr.update(choices=studio.classes(concept), value=values[f"class{i}"])
+        values["manual"] = values["manual"] or gr.update()  # no manual weights in the recipe: keep the page's
+        count = max(1, len(recipe.controls))
+        return (
+            [values[name] for name in FIELDS]
+            + [count]
+            + [gr.update(visible=i < count) for i in range(MAX_ROWS)]
+            + [f"Loaded **{_escape(Path(path).name)}**."]
+        )
+
+    # ---- the Concept banks tab
+
+    def show_bank(self, concept: str | None):
+        """The bank's summary and its validation score per layer."""
+        if concept not in self.studio.banks:
+            return "No bank selected.", None
+        bank = self.studio.banks[concept]
+        info = (
+            f"**{bank.concept}**: {len(bank.classes)} classes ({', '.join(bank.classes[:12])}"
+            f"{'…' if len(bank.classes) > 12 else ''}), {bank.num_components} eigenvectors per class, "
+            f"probes on {bank.describe_layers()}, readout at layer {bank.readout_layer}; trained on "
+            f"{bank.dataset.get('n_train', '?')} clips."
+        )
+        return info, auc_by_layer_figure(bank)
+
+    def train_bank(
+        self, concept: str, instruments: str, octaves: str, cap: float, progress=gr.Progress(track_tqdm=True)
+    ) -> list:
+        """Train a bank for the loaded model and offer it everywhere a concept is chosen: returns the status, the bank
+        picker, the readout concept, each row's concept and the "+ Add control" button."""
+        from probes.train import TrainOptions, train_concept_bank  # heavy, and most sessions never train
+
+        studio = self.studio
+        options = TrainOptions(
+            instruments=_words(instruments),
+            octaves=_words(octaves) if concept == "notes" else None,
+            max_per_class=int(cap) if cap else None,
+        )
+        try:
+            with studio.loaded.lock:  # its forward passes must not meet another request's steering hooks
+                bank = train_concept_bank(studio.loaded, concept, options)
+            bank.save(studio.bank_root / concept)
+        except StudioError as err:
+            return [f"⚠️ Cannot train this bank: {_escape(err.page_message)}"] + _unchanged(2 + MAX_ROWS + 1)
+        studio.reload_banks()
+        choices = studio.concepts
+        return (
+            [
+                f"Trained **{concept}** on {bank.dataset.get('n_train', '?')} clips: mean validation AUC "
+                f"{float(bank.trained_val_score.mean()):.3f}, readout at layer {bank.readout_layer}.",
+                gr.update(choices=choices, value=concept),
+                gr.update(choices=choices),
+            ]
+            + [gr.update(choices=choices) for _ in range(MAX_ROWS)]
+            + [gr.update(interactive=True)]
+        )
+
+
+def _words(text: str) -> list | None:
+    """Space-separated GM programs (numbers) or names; None when empty (every instrument, every octave)."""
+    items = [int(x) if x.lstrip("-").isdigit() else x for x in str(text).split()]
+    return items or None
+
+
+def _schedule_points(control, seconds: float) -> list[list[float]]:
+    """A control's schedule sampled every 0.1 s, for drawing behind the readout."""
+    steps = max(2, int(seconds * 10) + 1)
+    values = control.schedule.values(steps, frame_rate=10)
+    return [[i / 10, float(v)] for i, v in enumerate(values)]
+
+
+def _save_outputs(result, folder: Path, stem: str) -> tuple[str, str]:
+    wav = write_wav(folder / f"{stem}.wav", result.audio, result.sample_rate)
+    record = write_json(folder / f"{stem}.json", result.record(wav.name))
+    return str(wav), str(record)

@@ -1,0 +1,274 @@
+"""The studio's page: where each component goes and which handler each event calls (studio/ui/handlers.py).
+
+Steer tab: controls on the left (prompt, clip, seed, concept rows, schedule editor, layers and gating), results on the
+right (Generate / Stop, progress, the readout plot, steered and baseline audio, downloads, recipe upload). Concept banks
+tab: the banks (score by layer) and training a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from gradio.components import Component
+
+from probes.syntheory import CONCEPTS
+from studio.model import LoadedModel
+from studio.recipe import CFG_MODES, LAYER_MODES
+from studio.ui.handlers import Handlers, add_row, dice, retarget
+from studio.ui.schedule_editor import ScheduleEditor
+from studio.ui.session import Studio, load_with_fallback
+from studio.ui.widgets import DEFAULT_GATE_P, DEFAULT_STRENGTH, FIELDS, MAX_ROWS, Layering, control_name
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "recipes"
+QUEUE_SIZE = 16  # waiting requests beyond this are refused instead of piling up on the GPU
+# The die is a small square at the foot of the seed row, lifted by the seed box's padding and border (the theme's
+# vertical block padding is --spacing-xl) so that it lines up with the box's input.
+CSS = """
+#model-banner {background: #fff4d6; border: 1px solid #e8c66a; border-radius: 8px; padding: 4px 12px;}
+.control-row {align-items: center !important; gap: 8px !important;}
+#status {min-height: 1.6em;}
+#seed-row {align-items: flex-end !important; gap: 8px !important;}
+#dice {flex: none !important; width: 42px !important; min-width: 42px !important; height: 42px !important;
+       margin-bottom: calc(var(--spacing-xl) + var(--block-border-width)) !important; padding: 0 !important;
+       font-size: 20px !important; line-height: 1 !important;}
+"""
+
+
+@dataclass
+class Controls:
+    """The Steer tab's left column."""
+
+    form: dict[str, Component]  # every widget that goes into a recipe, keyed by widgets.FIELDS
+    row_boxes: list[gr.Row]  # the concept-control rows, MAX_ROWS of them ...
+    rows_shown: gr.State  # ... of which this many are shown
+    dice: gr.Button
+    add: gr.Button
+    layer_plot: gr.Plot
+
+    def row_widgets(self, *fields: str) -> list[Component]:
+        """The rows' widgets of these widgets.ROW_FIELDS, row by row."""
+        return [self.form[f"{field}{i}"] for i in range(MAX_ROWS) for field in fields]
+
+
+@dataclass
+class Results:
+    """The Steer tab's right column."""
+
+    run: gr.Button
+    stop: gr.Button
+    ab: gr.Checkbox
+    outputs: list[Component]  # what a generation fills: status, readout plot, audio, baseline, WAV, JSON
+    upload: gr.File
+    recipe_note: gr.Markdown
+
+    @property
+    def status(self) -> gr.Markdown:
+        return self.outputs[0]
+
+
+@dataclass
+class Banks:
+    """The Concept banks tab."""
+
+    pick: gr.Dropdown
+    shown: list[Component]  # the picked bank's summary and plot
+    train_inputs: list[Component]  # concept, instruments, octaves, clip cap
+    train: gr.Button
+    status: gr.Markdown
+
+
+def build_app(loaded: LoadedModel, banner: str = "", engine=None, bank_root: Path | None = None) -> gr.Blocks:
+    """The studio's page for `loaded`, with the banks under `bank_root` (default assets/banks/<model>). `engine` is
+    the decode loop (None: the default)."""
+    studio = Studio(loaded, engine, bank_root)
+    with gr.Blocks(title="MusicRFM Studio") as app:
+        gr.Markdown(
+            f"# MusicRFM Studio\nSteer **{loaded.model_id}** ({loaded.num_layers} decoder layers, "
+            f"{loaded.device.type}) with RFM concept directions."
+        )
+        gr.Markdown(banner, visible=bool(banner), elem_id="model-banner")
+        with gr.Tab("Steer"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5, min_width=340):
+                    controls = _controls(studio)
+                with gr.Column(scale=4, min_width=320):
+                    results = _results()
+        with gr.Tab("Concept banks"):
+            banks = _banks(studio)
+        _wire(app, Handlers(studio), controls, results, banks)
+    return app
+
+
+def _controls(studio: Studio) -> Controls:
+    loaded, concepts = studio.loaded, studio.concepts
+    first = (concepts or [None])[0]
+    seconds = min(8.0, loaded.max_seconds)
+    form: dict[str, Component] = {}
+    form["prompt"] = gr.Textbox(label="Prompt", value="warm lofi piano", lines=2)
+    with gr.Row():
+        form["seconds"] = gr.Slider(0.5, loaded.max_seconds, value=seconds, step=0.5, label="Seconds")
+        form["guidance"] = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="Guidance")
+    with gr.Row(elem_id="seed-row"):
+        form["seed"] = gr.Number(value=1234, precision=0, label="Seed", minimum=0)
+        dice = gr.Button("🎲", size="sm", min_width=0, scale=0, elem_id="dice")
+    gr.Markdown("### Concept controls")
+    classes = studio.classes(first)
+    row_boxes = []
+    for i in range(MAX_ROWS):
+        with gr.Row(visible=i == 0 and bool(first), elem_classes="control-row") as box:
+            form[f"on{i}"] = gr.Checkbox(value=i == 0, label="On", scale=1, min_width=60, elem_id=f"control-on-{i}")
+            form[f"concept{i}"] = gr.Dropdown(
+                concepts, value=first, label="Concept", scale=2, min_width=110, elem_id=f"control-concept-{i}"
+            )
+            form[f"class{i}"] = gr.Dropdown(
+                classes,
+                value=classes[i % len(classes)] if classes else None,
+                label="Class",
+                scale=2,
+                min_width=90,
+                elem_id=f"control-class-{i}",
+            )
+            form[f"strength{i}"] = gr.Slider(
+                -5.0,
+                5.0,
+                value=DEFAULT_STRENGTH,
+                step=0.05,
+                label="Strength",
+                scale=4,
+                min_width=150,
+                elem_id=f"control-strength-{i}",
+            )
+        row_boxes.append(box)
+    rows_shown = gr.State(1 if first else 0)
+    add = gr.Button("+ Add control", size="sm", interactive=bool(first), elem_id="add-control")
+    if not concepts:
+        gr.Markdown(
+            f"No concept banks for this model yet: train one in the **Concept banks** tab "
+            f"(they live in `{studio.bank_root}`)."
+        )
+    with gr.Accordion("Schedule over time", open=True):
+        names = [control_name(first, form["class0"].value)] if first else []
+        form["schedule"] = ScheduleEditor(
+            seconds=seconds, controls=names, steps_per_second=loaded.frame_rate, elem_id="schedule"
+        )
+    with gr.Accordion("Layers and gating", open=False):
+        layers = loaded.num_layers
+        layering = Layering(k=min(4, layers - 1))
+        with gr.Row():
+            form["layer_mode"] = gr.Radio(list(LAYER_MODES), value=layering.mode, label="Layer weighting")
+            form["cfg_mode"] = gr.Radio(list(CFG_MODES), value="both", label="CFG halves steered")
+        with gr.Row():
+            form["k"] = gr.Slider(1, max(1, layers - 1), value=layering.k, step=1, label="top-K layers")
+            form["kappa"] = gr.Slider(0.05, 1.0, value=layering.kappa, step=0.01, label="kappa (exp)")
+            form["w0"] = gr.Slider(0.0, 5.0, value=layering.w0, step=0.05, label="w0 (exp)")
+        form["manual"] = gr.Textbox(
+            label=f"Manual weights ({layers}, comma-separated)", value=", ".join(["0"] + ["1"] * (layers - 1))
+        )
+        form["gate_p"] = gr.Slider(
+            0.05, 1.0, value=DEFAULT_GATE_P, step=0.05, label="Gate p (chance a step is steered)"
+        )
+        layer_plot = gr.Plot(label="Layer weights")
+    form["readout"] = gr.Dropdown(concepts, value=first, label="Probe readout concept")
+    return Controls(form, row_boxes, rows_shown, dice, add, layer_plot)
+
+
+def _results() -> Results:
+    with gr.Row():
+        run = gr.Button("Generate", variant="primary", elem_id="generate")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    ab = gr.Checkbox(value=False, label="A/B: also render the unsteered baseline (same seed)")
+    status = gr.Markdown("", elem_id="status")
+    plot = gr.Plot(label="Probe readout per timestep", elem_id="readout-plot")
+    audio = gr.Audio(label="Steered", type="filepath", elem_id="audio-steered")
+    baseline = gr.Audio(label="Baseline (unsteered)", type="filepath", visible=False, elem_id="audio-baseline")
+    with gr.Row():
+        wav_file = gr.File(label="WAV", interactive=False, visible=False, height=90)
+        recipe_file = gr.File(label="Recipe + readout JSON", interactive=False, visible=False, height=90)
+    upload = gr.File(label="Load a recipe (.json)", file_types=[".json"], type="filepath", elem_id="recipe-upload")
+    recipe_note = gr.Markdown("", elem_id="recipe-status")
+    examples = sorted(EXAMPLES_DIR.glob("*.json")) if EXAMPLES_DIR.is_dir() else []
+    if examples:
+        gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Example recipes")
+    return Results(run, stop, ab, [status, plot, audio, baseline, wav_file, recipe_file], upload, recipe_note)
+
+
+def _banks(studio: Studio) -> Banks:
+    concepts = studio.concepts
+    pick = gr.Dropdown(concepts, value=(concepts or [None])[0], label="Bank")
+    shown = [gr.Markdown(), gr.Plot(label="Validation AUC by layer")]
+    with gr.Accordion("Train a bank", open=False):
+        with gr.Row():
+            train_inputs = [
+                gr.Dropdown(sorted(CONCEPTS), value="notes", label="Concept", elem_id="train-concept"),
+                gr.Textbox(value="0 80", label="GM programs (space-separated)", elem_id="train-instruments"),
+                gr.Textbox(value="4 5", label="Octaves (notes only)", elem_id="train-octaves"),
+                gr.Number(value=0, precision=0, label="Max clips per class (0 = no cap)"),
+            ]
+        train = gr.Button("Train bank", variant="primary", elem_id="train-bank")
+        status = gr.Markdown(elem_id="train-status")
+    return Banks(pick, shown, train_inputs, train, status)
+
+
+def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, banks: Banks) -> None:
+    """Every event of the page. The page's own widgets answer at once (queue=False); generating, /render and training
+    share the one GPU queue."""
+    form = controls.form
+    inputs = [form[name] for name in FIELDS]
+    quiet = dict(show_progress="hidden", queue=False)
+    # the clip and the controls keep the schedule editor and the layer plot in step
+    row_widgets = controls.row_widgets("on", "concept", "class")
+    for widget in [form["seconds"]] + row_widgets:
+        widget.change(retarget, inputs, form["schedule"], **quiet)
+    for widget in [form[name] for name in ("layer_mode", "k", "kappa", "w0", "manual")] + row_widgets:
+        widget.change(on.weights_plot, inputs, controls.layer_plot, **quiet)
+    app.load(on.weights_plot, inputs, controls.layer_plot, queue=False)
+    for concept, cls in zip(controls.row_widgets("concept"), controls.row_widgets("class")):
+        concept.change(on.class_choices, concept, cls, queue=False)
+    controls.dice.click(dice, None, form["seed"], queue=False)
+    controls.add.click(
+        add_row,
+        controls.rows_shown,
+        [controls.rows_shown] + controls.row_boxes + controls.row_widgets("on"),
+        queue=False,
+    )
+
+    # generate, streaming the readout; recipes in; the plain API
+    generating = results.run.click(
+        on.run_recipe,
+        inputs + [results.ab],
+        results.outputs,
+        api_name="generate",
+        concurrency_limit=1,
+        concurrency_id="gpu",
+    )
+    results.stop.click(on.stop_run, None, results.status, cancels=[generating], queue=False)
+    results.upload.change(
+        on.restore,
+        results.upload,
+        inputs + [controls.rows_shown] + controls.row_boxes + [results.recipe_note],
+        queue=False,
+    )
+    gr.api(on.render, api_name="render", concurrency_limit=1, concurrency_id="gpu")
+
+    # the Concept banks tab
+    banks.pick.change(on.show_bank, banks.pick, banks.shown, queue=False)
+    app.load(on.show_bank, banks.pick, banks.shown, queue=False)
+    banks.train.click(
+        on.train_bank,
+        banks.train_inputs,
+        [banks.status, banks.pick, form["readout"]] + controls.row_widgets("concept") + [controls.add],
+        concurrency_limit=1,
+        concurrency_id="gpu",
+        api_visibility="private",
+    )
+
+
+def serve(model: str, device: str | None, host: str, port: int, engine=None) -> None:
+    """Load `model` (the tiny one when it cannot be had) and serve the studio on host:port until interrupted."""
+    loaded, banner = load_with_fallback(model, device)
+    app = build_app(loaded, banner, engine)
+    app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, max_file_size="1mb", css=CSS, show_error=True
+    )

@@ -1,0 +1,95 @@
+"""The studio's plotly figures: the live probe readout and the per-layer weights of the layer controls."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+
+def layer_weights_figure(val_score: list[float], weights: list[float], title: str) -> go.Figure:
+    """Per-layer validation AUC of the steered class (bars) and the weight each layer gets (line)."""
+    layers = list(range(len(val_score)))
+    fig = go.Figure()
+    fig.add_bar(x=layers, y=val_score, name="validation AUC", marker_color="#9ab8d8")
+    fig.add_scatter(
+        x=layers,
+        y=weights,
+        name="layer weight",
+        mode="lines+markers",
+        yaxis="y2",
+        line={"color": "#d2553f", "width": 3},
+    )
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=260,
+        margin={"l": 45, "r": 45, "t": 40, "b": 35},
+        xaxis={"title": "decoder layer", "dtick": max(1, len(layers) // 12)},
+        yaxis={"title": "AUC", "range": [0, 1.05]},
+        yaxis2={"title": "weight", "overlaying": "y", "side": "right", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": -0.3},
+        bargap=0.15,
+    )
+    return fig
+
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
+
+
+def readout_figure(
+    times: list[float],
+    probs: list[list[float]],
+    classes: list[str],
+    steered: list[str],
+    seconds: float,
+    schedules: dict[str, list[list[float]]] | None = None,
+    title: str = "probe readout",
+) -> go.Figure:
+    """Per-timestep class probabilities of the readout probe: one line per class, steered classes bold and coloured,
+    the others thin and grey under one legend entry (hover names them). `schedules` (control name -> [[t, v], ...],
+    in the order of `steered` where they share a class) are drawn faintly behind in the matching colour, on the same
+    0-1 scale. Without steered classes every class gets its own colour and legend entry."""
+    colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(steered))}
+    fig = go.Figure()
+    for i, (name, points) in enumerate((schedules or {}).items()):
+        tint = colour.get(name.split(": ", 1)[-1], PALETTE[i % len(PALETTE)])
+        fig.add_scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            mode="lines",
+            name=f"schedule {name}",
+            line={"dash": "dot", "width": 1.5, "color": tint},
+            opacity=0.5,
+            hoverinfo="skip",
+        )
+    columns = list(zip(*probs)) if probs else [[] for _ in classes]
+    first_other = True
+    for name, column in zip(classes, columns):
+        if name in colour:
+            fig.add_scatter(
+                x=times, y=list(column), mode="lines", name=name, line={"width": 3.5, "color": colour[name]}
+            )
+        elif colour:  # the classes nobody steers: context, not the story
+            fig.add_scatter(
+                x=times,
+                y=list(column),
+                mode="lines",
+                name="other classes",
+                legendgroup="other",
+                showlegend=first_other,
+                opacity=0.6,
+                line={"width": 1, "color": "#b4b4b4"},
+                hovertemplate=f"{name}: %{{y:.2f}}<extra></extra>",
+            )
+            first_other = False
+        else:
+            fig.add_scatter(x=times, y=list(column), mode="lines", name=name, line={"width": 1.5})
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=360,
+        margin={"l": 45, "r": 15, "t": 40, "b": 20},
+        xaxis={"title": {"text": "seconds", "standoff": 4}, "range": [0, seconds]},
+        yaxis={"title": "probability", "range": [0, 1]},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "font": {"size": 11}},
+    )
+    return fig

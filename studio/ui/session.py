@@ -1,0 +1,121 @@
+"""The studio's session state: the resident model, its concept banks, the decode engine and the cancel switches of the
+generations running for the page's visitors; and loading the model with the tiny model as a fallback."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+
+from probes.bank import ConceptBank
+from studio.banks import load_all, model_banks_root
+from studio.decode import warm_up
+from studio.errors import ModelLoadError
+from studio.generate import StepEvent, generate
+from studio.model import TINY, LoadedModel, load_model
+from studio.recipe import Recipe, parse_recipe
+
+log = logging.getLogger(__name__)
+
+TINY_BANNER = (
+    "Running on the built-in **tiny** model: random weights, so its audio is noise, but every control and plot is real."
+)
+
+
+def load_with_fallback(name: str, device: str | None = None) -> tuple[LoadedModel, str]:
+    """Load `name` and warm it up, with the page's banner; when it cannot be had, the built-in tiny model, with a
+    banner that says so and why."""
+    banner = TINY_BANNER if name == TINY else ""
+    try:
+        loaded = load_model(name, device=device)
+    except ModelLoadError as err:
+        log.warning("%s; falling back to the tiny model", err)
+        loaded, banner = (
+            load_model(TINY, device=device),
+            (
+                f"**{name} could not be loaded**, so the studio runs on the built-in **tiny** model (random "
+                f"weights, its audio is noise). {err}"
+            ),
+        )
+    warm_up(loaded)  # the first generation on a GPU is several times slower: pay for it here, not on a visitor's
+    return loaded, banner
+
+
+try:  # On a Hugging Face ZeroGPU Space, generation must run inside a spaces.GPU call to get the GPU.
+    import spaces
+
+    on_gpu = spaces.GPU(duration=120)
+except ImportError:  # everywhere else it is a no-op
+
+    def on_gpu(fn):
+        return fn
+
+
+class Studio:
+    """The resident model, its concept banks and the cancel switches of running generations.
+
+    `engine` is the decode loop the command line chose (None: the default); it is passed to `generate` untouched.
+    """
+
+    def __init__(self, loaded: LoadedModel, engine=None, bank_root: Path | None = None):
+        self.loaded, self.engine = loaded, engine
+        self.bank_root = Path(bank_root) if bank_root is not None else model_banks_root(loaded.model_id)
+        self.banks: dict[str, ConceptBank] = {}
+        self.cancels: dict[str, threading.Event] = {}
+        self.reload_banks()
+
+    def reload_banks(self) -> None:
+        self.banks = load_all(self.bank_root, self.loaded)
+
+    @property
+    def concepts(self) -> list[str]:
+        """The concepts with a bank, notes first (the paper's main concept), then by name."""
+        return sorted(self.banks, key=lambda c: (c != "notes", c))
+
+    @property
+    def bank_argument(self) -> str | None:
+        """The recipe's "bank" field: None for the model's default folder, so that saved recipes stay portable."""
+        return None if self.bank_root == model_banks_root(self.loaded.model_id) else str(self.bank_root)
+
+    def classes(self, concept: str | None) -> list[str]:
+        return self.banks[concept].classes if concept in self.banks else []
+
+    def stream(self, recipe: Recipe, session: str, with_baseline: bool):
+        """Run the recipe (then its unsteered baseline) in a worker thread; yield ("step", StepEvent) while it runs,
+        then ("done", steered Result, baseline Result | None). Stopping or leaving the page cancels it."""
+        cancel = threading.Event()
+        self.cancels[session] = cancel
+        events: queue.Queue = queue.Queue()
+
+        def work():
+            try:
+                steered = generate(self.loaded, recipe, events.put, banks=self.banks, cancel=cancel, engine=self.engine)
+                baseline = None
+                if with_baseline:
+                    plain = parse_recipe({**recipe.to_dict(), "controls": []})
+                    baseline = generate(self.loaded, plain, None, banks=self.banks, cancel=cancel, engine=self.engine)
+                events.put(("done", steered, baseline))
+            except Exception as err:  # handed to the page's thread, which shows it
+                events.put(("error", err))
+
+        worker = threading.Thread(target=work, daemon=True, name=f"generate-{session}")
+        worker.start()
+        try:
+            while True:
+                item = events.get()
+                if isinstance(item, StepEvent):
+                    yield "step", item
+                elif item[0] == "error":
+                    raise item[1]
+                else:
+                    yield item
+                    return
+        finally:
+            cancel.set()  # a no-op when finished; stops the worker when the page went away or Stop was pressed
+            self.cancels.pop(session, None)
+
+    def stop(self, session: str) -> None:
+        event = self.cancels.get(session)
+        if event is not None:
+            event.set()

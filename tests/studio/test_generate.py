@@ -1,0 +1,343 @@
+"""Tests for studio/generate.py and `launch.py generate --recipe`: steered generation end to end on the tiny model."""
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from bench.workloads import random_bank
+from studio.cli import main
+from studio.errors import BankError, Cancelled, InputError
+from studio.generate import StepEvent, generate, run_decode
+from studio.hooks import decoder_hooks
+from studio.model import ModelSignature
+from studio.recipe import Control, LayerSpec, ReadoutSpec, Recipe, Sampling, load_recipe
+from studio.reference import run_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED_BANK = ROOT / "assets" / "banks" / "tiny" / "notes"
+
+
+@pytest.fixture(scope="module")
+def banks(tiny):
+    return {"notes": random_bank(tiny.signature, probe_points=200, readout_layer=3, seed=0)}
+
+
+def steered(seconds=0.5, seed=5, strength=3.0, gate_p=0.5, **changes) -> Recipe:
+    controls = (
+        Control("notes", "C", strength, layers=LayerSpec(mode="uniform"), gate_p=gate_p),
+        Control("notes", "G", -strength / 2, component=1, layers=LayerSpec(mode="exp"), gate_p=1.0),
+    )
+    base = Recipe(
+        seconds=seconds,
+        model="tiny",
+        prompt="calm piano",
+        seed=seed,
+        sampling=Sampling(),
+        controls=controls,
+        readout=ReadoutSpec("notes", window_s=0.1),
+    )
+    return replace(base, **changes)
+
+
+def hook_count(loaded) -> int:
+    return len(decoder_hooks(loaded.model.decoder.model.decoder))
+
+
+def lock_is_free(loaded) -> bool:
+    if not loaded.lock.acquire(blocking=False):
+        return False
+    loaded.lock.release()
+    return True
+
+
+def test_result_events_and_streamed_readout(tiny, banks):
+    events = []
+    result = generate(tiny, steered(), on_step=events.append, banks=banks, readout_every=4)
+    steps = tiny.steps_for(tiny.frames_for(0.5))
+    assert steps == 28 and result.sample_rate == 32000 and result.audio.shape == (16000,)
+    assert result.tokens.shape == (tiny.num_codebooks, steps + 1)
+    assert result.plan.coefficients.shape == (steps, tiny.num_layers, 2)
+    assert result.readout.window.shape == result.readout.running.shape == (steps, 12)
+    assert result.readout.layer == 3 and result.readout.window_steps == 5
+    assert [e.step for e in events] == list(range(1, steps + 1)) and all(e.total == steps for e in events)
+    with_readout = [e for e in events if e.probs is not None]
+    assert [e.step for e in with_readout] == [4, 8, 12, 16, 20, 24, 28]
+    for event in with_readout:  # what was streamed is what the final readout says for that step
+        np.testing.assert_allclose(event.probs, result.readout.window[event.step - 1], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(event.running, result.readout.running[event.step - 1], rtol=1e-4, atol=1e-6)
+    assert isinstance(events[0], StepEvent) and events[0].probs is None
+
+
+def test_same_recipe_and_seed_give_identical_audio_gates_included(tiny, banks):
+    first, second = generate(tiny, steered(), banks=banks), generate(tiny, steered(), banks=banks)
+    assert np.array_equal(first.audio, second.audio) and torch.equal(first.tokens, second.tokens)
+    assert torch.equal(first.plan.gates, second.plan.gates) and not first.plan.gates[..., 0].all()
+    other_seed = generate(tiny, steered(seed=6), banks=banks)
+    assert not torch.equal(other_seed.plan.gates, first.plan.gates)
+    unsteered = generate(tiny, replace(steered(), controls=()), banks=banks)
+    assert unsteered.plan is None
+    assert not torch.equal(unsteered.tokens, first.tokens)  # the controls act on what is generated
+
+
+def test_a_zero_strength_recipe_gives_the_unsteered_tokens(tiny, banks):
+    zero = generate(tiny, steered(strength=0.0, gate_p=1.0), banks=banks)
+    plain = generate(tiny, replace(steered(), controls=()), banks=banks)
+    assert zero.plan.coefficients.abs().max() == 0
+    assert torch.equal(zero.tokens, plain.tokens) and np.array_equal(zero.audio, plain.audio)
+    torch.testing.assert_close(zero.readout.window, plain.readout.window, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(top_k=0, top_p=0.9, temperature=0.8), Sampling(greedy=True)])
+def test_fast_and_hf_engines_give_the_same_steered_tokens_and_readout(tiny, banks, sampling):
+    recipe = steered(sampling=sampling, cfg_mode="cond_only")
+    engines = {"fast": run_decode, "hf": run_reference}
+    events = {"fast": [], "hf": []}
+    fast, hf = (
+        generate(tiny, recipe, events[e].append, banks=banks, readout_every=4, engine=engines[e])
+        for e in ("fast", "hf")
+    )
+    assert torch.equal(fast.tokens, hf.tokens) and np.array_equal(fast.audio, hf.audio)
+    # static against growing KV cache: the same arithmetic up to float rounding
+    torch.testing.assert_close(fast.readout.window, hf.readout.window, rtol=0, atol=1e-5)
+    assert [e.step for e in events["fast"]] == [e.step for e in events["hf"]] == list(range(1, 29))
+
+
+def test_no_hook_remains_after_an_exception_in_the_middle_of_generation(tiny, banks):
+    def fail_at_step_5(event):
+        if event.step == 5:
+            raise RuntimeError("listener failed")
+
+    with pytest.raises(RuntimeError, match="listener failed"):
+        generate(tiny, steered(), on_step=fail_at_step_5, banks=banks)
+    assert hook_count(tiny) == 0 and lock_is_free(tiny)
+
+
+def test_cancel_stops_cleanly_and_the_model_keeps_working(tiny, banks):
+    reference = generate(tiny, steered(), banks=banks)
+    cancel, seen = threading.Event(), []
+
+    def cancel_at_step_3(event):
+        seen.append(event.step)
+        if event.step == 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled, match="cancelled after 4 of 28 steps"):
+        generate(tiny, steered(), on_step=cancel_at_step_3, banks=banks, cancel=cancel)
+    assert seen == [1, 2, 3] and hook_count(tiny) == 0 and lock_is_free(tiny)
+    with pytest.raises(Cancelled, match="before it started"):
+        generate(tiny, steered(), banks=banks, cancel=cancel)
+    again = generate(tiny, steered(), banks=banks)
+    assert np.array_equal(again.audio, reference.audio)
+
+
+def test_concurrent_generations_equal_the_same_run_one_after_the_other(tiny, banks):
+    recipes = [steered(seed=11), steered(seed=12, strength=-2.0, cfg_mode="cond_only")]
+    sequential = [generate(tiny, r, banks=banks) for r in recipes]
+    results, errors = [None, None], []
+    start = threading.Barrier(2)
+
+    def run(i):
+        try:
+            start.wait()
+            results[i] = generate(tiny, recipes[i], banks=banks)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    for alone, together in zip(sequential, results):
+        assert np.array_equal(alone.audio, together.audio) and torch.equal(alone.tokens, together.tokens)
+        torch.testing.assert_close(alone.readout.window, together.readout.window, rtol=0, atol=0)
+    assert not np.array_equal(results[0].audio, results[1].audio)
+
+
+def test_recipe_errors_are_raised_before_anything_runs(tiny, banks):
+    with pytest.raises(InputError, match=r"controls\[0\]\.class 'H' is not a class"):
+        generate(tiny, replace(steered(), controls=(Control("notes", "H", 1.0),)), banks=banks)
+    foreign = {"notes": random_bank(ModelSignature("other", "ffffffffffffffff", 64, 6))}
+    with pytest.raises(BankError, match="trained for other .* but the loaded model is tiny"):
+        generate(tiny, steered(), banks=foreign)
+    assert hook_count(tiny) == 0 and lock_is_free(tiny)
+
+
+class LinearReadout:
+    """A stand-in readout probe: softmax(X @ W), so that the direction raising class c is known exactly."""
+
+    task = "multiclass"
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights, self.device = weights, weights.device
+
+    def predict_proba(self, X):
+        return torch.softmax(torch.as_tensor(X).float() @ self.weights, dim=1)
+
+
+def readout_of(result, cls: int) -> float:
+    return float(result.readout.window[:, cls].mean())
+
+
+def propagation_recipe(bank, target: str, strength: float, seconds: float) -> Recipe:
+    before = tuple(range(1, bank.readout_layer)) if bank.readout_layer > 1 else tuple(range(bank.readout_layer))
+    control = Control(bank.concept, target, strength, layers=LayerSpec(mode="uniform", layers=before), gate_p=1.0)
+    return Recipe(
+        seconds=seconds,
+        model="tiny",
+        prompt="calm piano",
+        seed=3,
+        sampling=Sampling(greedy=True),
+        controls=(control,),
+        readout=ReadoutSpec(bank.concept, window_s=0.2),
+    )
+
+
+def test_steering_propagates_to_the_readout_layer_with_synthetic_directions(tiny):
+    """Directions at layers 1..3 along a linear readout's class axis raise that class at layer 4 (mechanism check)."""
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.randn(tiny.hidden_size, 4, generator=gen)
+    axis = weights - weights.mean(dim=1, keepdim=True)  # d log softmax_c / dx at equal probabilities
+    directions = (axis / axis.norm(dim=0)).T[None, :, None, :].expand(tiny.num_layers, 4, 1, -1).contiguous()
+    bank = replace(
+        random_bank(tiny.signature, classes=["A", "B", "C", "D"], components=1, readout_layer=4),
+        directions=directions,
+        readout=LinearReadout(weights),
+    )
+    baseline = generate(tiny, replace(propagation_recipe(bank, "A", 1.0, 0.5), controls=()), banks={"notes": bank})
+    target = int(baseline.readout.window.mean(0).argmin())
+    name = bank.classes[target]
+    result = generate(tiny, propagation_recipe(bank, name, 1.0, 0.5), banks={"notes": bank})
+    assert result.plan.layer_weights[:, 0].tolist() == [0, 1, 1, 1, 0, 0]  # nothing at or after the readout layer
+    assert readout_of(result, target) > readout_of(baseline, target) + 0.1
+
+
+@pytest.mark.skipif(
+    not COMMITTED_BANK.is_dir(),
+    reason=f"the tiny model's committed bank {COMMITTED_BANK} does not "
+    f"exist yet: make it with `python -m probes train --model tiny --concept notes --out "
+    f"assets/banks/tiny/notes`",
+)
+def test_steering_toward_a_class_raises_its_readout_with_the_committed_bank(tiny):
+    """For every note class: injecting its direction at the layers before the readout layer only (strength 0.15, the
+    paper's lowest) raises the readout probability of that class against the unsteered run with the same seed."""
+    from probes.bank import ConceptBank
+
+    bank = ConceptBank.load(COMMITTED_BANK)
+    if bank.readout_layer == 0:
+        pytest.skip("the committed bank reads out at layer 0: no earlier layer to inject at")
+    banks = {bank.concept: bank}
+    baseline = generate(tiny, replace(propagation_recipe(bank, bank.classes[0], 0.15, 1.0), controls=()), banks=banks)
+    lifts = {}
+    for index, name in enumerate(bank.classes):
+        result = generate(tiny, propagation_recipe(bank, name, 0.15, 1.0), banks=banks)
+        assert result.plan.layer_weights[bank.readout_layer :].abs().sum() == 0
+        lifts[name] = round(readout_of(result, index) - readout_of(baseline, index), 4)
+    assert all(lift > 0 for lift in lifts.values()), lifts
+
+
+# ------------------------------------------------------------------------------------------ launch.py --recipe
+
+
+def write_recipe(folder: Path, recipe: Recipe, **changes) -> Path:
+    obj = recipe.to_dict()
+    obj.update(changes)
+    path = folder / "r.json"
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def run_cli(capsys, *args) -> tuple[int, list[str]]:
+    code = main(["generate", *map(str, args)])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture
+def bank_folder(tmp_path, tiny):
+    random_bank(tiny.signature, probe_points=200, readout_layer=3, seed=0).save(tmp_path / "banks" / "notes")
+    return tmp_path / "banks"
+
+
+def test_cli_renders_a_recipe_to_wav_and_json(tmp_path, bank_folder, capsys):
+    recipe = replace(steered(), bank=str(bank_folder))
+    out = tmp_path / "out.wav"
+    code, errors = run_cli(capsys, "--recipe", write_recipe(tmp_path, recipe), "--out", out)
+    assert code == 0 and errors == []
+    audio, rate = sf.read(out)
+    assert rate == 32000 and len(audio) == 16000
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["recipe"] == recipe.to_dict() and load_recipe(tmp_path / "out.json") == recipe
+    assert record["audio"] == {"file": "out.wav", "sample_rate": 32000, "seconds": 0.5, "steps": 28}
+    steps = record["readout"]["steps"]
+    assert len(steps) == 28 and steps[27]["step"] == 27 and len(steps[27]["window"]) == 12
+    assert abs(sum(steps[27]["window"]) - 1) < 1e-4
+
+
+def test_cli_overrides_recipe_values(tmp_path, bank_folder, capsys):
+    recipe = replace(steered(), bank=str(bank_folder))
+    out = tmp_path / "out.wav"
+    code, _ = run_cli(
+        capsys, "--recipe", write_recipe(tmp_path, recipe), "--seconds", "0.2", "--seed", "9", "--out", out
+    )
+    assert code == 0
+    assert load_recipe(tmp_path / "out.json") == replace(recipe, seconds=0.2, seed=9)
+    assert len(sf.read(out)[0]) == 6400
+
+
+def write_text(folder: Path, text: str) -> Path:
+    (folder / "r.json").write_text(text)
+    return folder / "r.json"
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda folder, recipe: write_text(folder, '{"version": 1, "seconds": '), "r.json is not valid JSON"),
+        (
+            lambda folder, recipe: write_recipe(folder, recipe, cfg_mode="half"),
+            "cfg_mode must be one of both, cond_only",
+        ),
+        (
+            lambda folder, recipe: write_recipe(
+                folder, recipe, controls=[{**recipe.controls[0].to_dict(), "gate_p": 1.5}]
+            ),
+            "controls[0].gate_p must be in (0, 1], got 1.5",
+        ),
+        (lambda folder, recipe: write_recipe(folder, recipe, seconds=40), "seconds must be in (0, 30], got 40"),
+        (
+            lambda folder, recipe: write_recipe(folder, replace(recipe, controls=(Control("notes", "H", 1.0),))),
+            "controls[0].class 'H' is not a class of the 'notes' bank",
+        ),
+        (
+            lambda folder, recipe: write_recipe(folder, recipe, bank=str(folder / "nowhere")),
+            "is neither a folder nor a bank",
+        ),
+        (lambda folder, recipe: write_recipe(folder, recipe, model="nobody/no-such-model"), "nobody/no-such-model"),
+        (lambda folder, recipe: folder / "missing.json", "cannot read recipe"),
+    ],
+)
+def test_cli_bad_recipes_exit_2_with_one_line_and_write_nothing(tmp_path, bank_folder, capsys, make, words):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    path = make(folder, replace(steered(), bank=str(bank_folder)))
+    before = sorted(folder.iterdir())
+    code, errors = run_cli(capsys, "--recipe", path, "--out", folder / "out.wav")
+    assert code == 2 and len(errors) == 1 and words in errors[0], errors
+    assert sorted(folder.iterdir()) == before  # no wav, no json, no temporary file
+
+
+def test_cli_refuses_a_bank_for_another_model(tmp_path, capsys):
+    other = ModelSignature("facebook/musicgen-small", "fedcba9876543210", hidden_size=1024, num_layers=24)
+    random_bank(other, probe_points=8).save(tmp_path / "banks" / "notes")
+    recipe = replace(steered(), bank=str(tmp_path / "banks"))
+    code, errors = run_cli(capsys, "--recipe", write_recipe(tmp_path, recipe), "--out", tmp_path / "out.wav")
+    assert code == 2 and len(errors) == 1
+    assert "trained for facebook/musicgen-small" in errors[0] and "the loaded model is tiny" in errors[0]
+    assert not (tmp_path / "out.wav").exists() and not (tmp_path / "out.json").exists()

@@ -1,0 +1,272 @@
+"""The studio as users meet it: the real Gradio server, gradio_client, and Playwright driving Debian's Chromium."""
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from studio.ui import CSS, build_app
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
+RECIPE = {
+    "version": 1,
+    "model": "tiny",
+    "prompt": "calm piano",
+    "seconds": 1.0,
+    "seed": 3,
+    "controls": [
+        {
+            "concept": "notes",
+            "class": "C",
+            "strength": 0.5,
+            "gate_p": 1.0,
+            "layers": {"mode": "uniform", "layers": [0, 1, 2, 3, 4]},
+        }
+    ],
+    "readout": {"concept": "notes"},
+}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    port = _free_port()
+    app = build_app(tiny, banner="Running on the built-in tiny model.")
+    app.queue(max_size=16, default_concurrency_limit=1).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, max_file_size="1mb"
+    )
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def _render(client, recipe):
+    return client.predict(json.dumps(recipe), api_name="/render")
+
+
+def test_render_returns_audio_of_the_requested_length_and_the_readout(client):
+    wav, record = _render(client, {**RECIPE, "seconds": 1.5})
+    audio, rate = sf.read(wav)
+    assert rate == 32000 and len(audio) == int(1.5 * 32000)
+    data = json.loads(Path(record).read_text())
+    assert data["recipe"]["controls"][0]["class"] == "C"
+    steps = data["readout"]["steps"]
+    assert len(steps) == 1.5 * 50 + 3 and len(steps[0]["window"]) == 12
+    assert abs(sum(steps[-1]["window"]) - 1) < 1e-3
+
+
+def test_a_bad_recipe_is_an_error_and_the_next_request_still_works(client):
+    for bad in (
+        {**RECIPE, "seconds": -1},
+        {**RECIPE, "controls": [{**RECIPE["controls"][0], "class": "H#"}]},
+        {**RECIPE, "surprise": 1},
+    ):
+        with pytest.raises(Exception) as err:
+            _render(client, bad)
+        assert "seconds" in str(err.value) or "H#" in str(err.value) or "surprise" in str(err.value)
+    with pytest.raises(Exception, match="JSON|json"):
+        client.predict("{not json", api_name="/render")
+    wav, _ = _render(client, RECIPE)
+    assert len(sf.read(wav)[0]) == 32000
+
+
+def test_two_clients_at_once_get_the_results_they_would_get_alone(server, client):
+    from gradio_client import Client
+
+    other = Client(server, verbose=False)
+    recipes = [{**RECIPE, "seed": 11}, {**RECIPE, "seed": 12, "controls": [{**RECIPE["controls"][0], "class": "G"}]}]
+    alone = [sf.read(_render(client, r)[0])[0] for r in recipes]
+    results = [None, None]
+
+    def run(i, c):
+        results[i] = sf.read(_render(c, recipes[i])[0])[0]
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate((client, other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert all(r is not None for r in results)
+    assert (results[0] == alone[0]).all() and (results[1] == alone[1]).all()
+    assert not (alone[0] == alone[1]).all()
+
+
+@pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)])
+def test_browser_two_controls_crossfade_generate(server, tmp_path, width, height, chromium_options):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(**chromium_options)
+        page = browser.new_page(viewport={"width": width, "height": height}, has_touch=width < 600)
+        page.goto(server)
+        expect(page.locator("#model-banner")).to_contain_text("tiny")
+        # a second control: notes G next to notes C
+        page.locator("#add-control").click()
+        second_class = page.locator("#control-class-1 input")
+        expect(second_class).to_be_visible()
+        second_class.fill("G")
+        second_class.press("Enter")
+        editor = page.locator("#schedule")
+        expect(editor.get_by_text("notes: G").first).to_be_visible(timeout=15000)
+        # draw: select the first curve, pull its end point down, then crossfade into the second
+        editor.get_by_text("notes: C").first.click()
+        crossfade = editor.get_by_role("button", name="Crossfade", exact=False).first
+        crossfade.click()
+        plot_area = editor.locator("svg").first
+        box = plot_area.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.6, steps=5)
+        page.mouse.up()
+        page.locator("#generate").click()
+        expect(
+            page.locator("#audio-steered audio, #audio-steered [data-testid='waveform-controls']").first
+        ).to_be_attached(timeout=120000)
+        expect(page.locator("#status")).to_contain_text("Done", timeout=120000)
+        expect(page.locator("#readout-plot .js-plotly-plot").first).to_be_visible()
+        lines = page.locator("#readout-plot .scatterlayer .trace")
+        assert lines.count() >= 12 + 2  # 12 classes + 2 schedules
+        page.screenshot(path=str(tmp_path / f"studio_{width}x{height}.png"), full_page=True)
+        browser.close()
+
+
+def test_browser_recipe_upload_restores_controls_and_bad_files_change_nothing(server, tmp_path, chromium_options):
+    from playwright.sync_api import expect, sync_playwright
+
+    crossfade = ASSETS / "recipes" / "tiny-crossfade-c-to-g.json"
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps({**RECIPE, "controls": [{**RECIPE["controls"][0], "class": "<script>x</script>"}]}))
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({**RECIPE, "prompt": "x" * 300_000}))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(**chromium_options)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        upload = page.locator("#recipe-upload input[type=file]")
+        upload.set_input_files(str(crossfade))
+        expect(page.get_by_label("Prompt")).to_have_value("ambient synth pad", timeout=20000)
+        expect(page.locator("#control-class-1 input")).to_have_value("G")
+        expect(page.locator("#schedule").get_by_text("notes: G").first).to_be_visible()
+        note = page.locator("#recipe-status")
+        expect(note).to_contain_text("Loaded")
+        for bad, words in ((hostile, "'<script>x</script>' is not a class"), (huge, "too large")):
+            page.locator("#recipe-upload button[aria-label='Clear']").first.click()
+            upload.set_input_files(str(bad))
+            expect(note).to_contain_text(words, timeout=20000)
+            expect(page.get_by_label("Prompt")).to_have_value("ambient synth pad")
+            expect(page.locator("#control-class-1 input")).to_have_value("G")
+            assert note.locator("script").count() == 0  # shown as text, never run
+        expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # no component is marked as failed
+        browser.close()
+
+
+@pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)])
+def test_browser_die_is_a_small_square_beside_the_seed_and_draws_one(server, width, height, chromium_options):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(**chromium_options)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(server)
+        seed = page.locator("#seed-row input")
+        expect(seed).to_have_value("1234")
+        die, box = page.locator("#dice").bounding_box(), seed.bounding_box()
+        assert die["width"] <= 48 and die["height"] <= 48  # an icon button, not a grey block
+        assert die["x"] >= box["x"] + box["width"]  # beside the box, on the same line
+        assert abs((die["y"] + die["height"] / 2) - (box["y"] + box["height"] / 2)) <= 3
+        page.locator("#dice").click()
+        expect(seed).not_to_have_value("1234")
+        browser.close()
+
+
+def _steering_is_off(loaded, seconds=15.0) -> bool:
+    """True once no steering hook is on the model and its lock is free (a cancelled worker stops within a step)."""
+    import time
+
+    from studio.hooks import decoder_hooks
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not decoder_hooks(loaded.model.decoder.model.decoder) and loaded.lock.acquire(blocking=False):
+            loaded.lock.release()
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_browser_stop_cancels_cleanly_and_the_app_keeps_serving(server, client, tiny, chromium_options):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(**chromium_options)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        seconds = page.get_by_label("number input for Seconds")
+        seconds.fill("30")
+        seconds.press("Enter")
+        page.locator("#generate").click()
+        status = page.locator("#status")
+        expect(status).to_contain_text("Generating", timeout=60000)
+        page.locator("#stop").click()
+        expect(status).to_contain_text("Stopped", timeout=10000)
+        assert _steering_is_off(tiny)
+        expect(page.locator("#audio-steered audio")).to_have_count(0)  # nothing half-rendered is offered
+        browser.close()
+    wav, _ = _render(client, RECIPE)  # and the next request is served as usual
+    assert len(sf.read(wav)[0]) == 32000
+
+
+def test_browser_trains_a_bank_that_the_controls_can_use(tiny, tmp_path, chromium_options):
+    """Training from the Concept banks tab: real SynTheory clips (fluidsynth), activations, RFM probes, a saved bank."""
+    import shutil
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from studio.banks import load_all
+
+    root = tmp_path / "banks"
+    shutil.copytree(ASSETS / "banks" / "tiny" / "notes", root / "notes")
+    port = _free_port()
+    app = build_app(tiny, bank_root=root)
+    app.queue(max_size=4, default_concurrency_limit=1).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS
+    )
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(**chromium_options)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_role("tab", name="Concept banks").click()
+            page.get_by_text("Train a bank").click()
+            concept = page.locator("#train-concept input")
+            concept.fill("intervals")
+            concept.press("Enter")
+            page.locator("#train-instruments textarea, #train-instruments input").first.fill("0")
+            page.locator("#train-bank").click()
+            expect(page.locator("#train-status")).to_contain_text("Trained intervals", timeout=240000)
+            bank = load_all(root, tiny)["intervals"]  # saved, and loads as a bank for this model
+            assert bank.concept == "intervals" and len(bank.classes) == 12 and bank.num_components >= 4
+            page.get_by_role("tab", name="Steer").click()
+            first = page.locator("#control-concept-0 input")
+            first.fill("intervals")
+            first.press("Enter")
+            expect(page.locator("#control-class-0 input")).to_have_value(bank.classes[0], timeout=10000)
+            browser.close()
+    finally:
+        app.close()

@@ -34,5 +34,8 @@ wanted=$(cat requirements*.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "setup: installing Python packages from $requirements" >&2
   .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
+  if [ "$mode" = dev ]; then
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+  fi
   echo "$wanted" > "$stamp"
 fi

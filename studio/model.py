@@ -192,24 +192,28 @@ def build_tiny_model() -> MusicgenForConditionalGeneration:
     return model.eval()
 
 
+CODEC_32KHZ = dict(
+    sampling_rate=32000,
+    audio_channels=1,
+    upsampling_ratios=[8, 5, 4, 4],
+    norm_type="weight_norm",
+    use_causal_conv=False,
+)
+
+
+def codec_config(**sizes) -> EncodecConfig:
+    """An EnCodec config like MusicGen's: 32 kHz mono, hop 640 (50 frames per second), no input normalisation; `sizes`
+    set the widths, codebooks and bandwidth."""
+    return EncodecConfig(**(CODEC_32KHZ | {"normalize": False} | sizes))
+
+
 def musicgen_config(text: dict, codec: dict, decoder: dict) -> MusicgenConfig:
-    """A MusicGen config from the sizes that vary; the rest is what every published mono checkpoint shares: a 32 kHz
-    EnCodec with hop 640 (50 frames per second), 4 codebooks, pad and start token = the codebook size."""
-    codec = (
-        dict(
-            sampling_rate=32000,
-            audio_channels=1,
-            upsampling_ratios=[8, 5, 4, 4],
-            norm_type="weight_norm",
-            use_causal_conv=False,
-            normalize=False,
-        )
-        | codec
-    )
+    """A MusicGen config from the sizes that vary; the rest is what every published mono checkpoint shares: the codec
+    of ``codec_config``, 4 codebooks, pad and start token = the codebook size."""
     token = decoder["vocab_size"]
     decoder = dict(num_codebooks=4, pad_token_id=token, bos_token_id=token) | decoder
     return MusicgenConfig(
-        text_encoder=T5Config(**text), audio_encoder=EncodecConfig(**codec), decoder=MusicgenDecoderConfig(**decoder)
+        text_encoder=T5Config(**text), audio_encoder=codec_config(**codec), decoder=MusicgenDecoderConfig(**decoder)
     )
 
 

@@ -25,7 +25,7 @@ LAYERS = [
     ("studio.hooks", "studio.readout"),
     ("studio.decode",),
     ("studio.generate", "studio.reference"),  # the runtime's top: a recipe in, audio and readout out
-    ("probes.syntheory", "probes.activations", "probes.figures"),
+    ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),
     ("probes.train",),
     ("probes.evaluate",),  # the offline pipeline's top
     ("studio.ui",),  # the page: the runtime and the pipeline's training

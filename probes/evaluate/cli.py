@@ -115,13 +115,15 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _sweep_lines(sweep: dict) -> list[str]:
     """The sweep table (condition names carry the K a top-K used), then one line per merge of identical conditions.
-    The dsp column is the DSP accuracy, or the mean measured tempo (BPM) for tempos without --target-bpm."""
-    lines = [f"{'condition':<28} {'probe':>6} {'95% CI':>13} {'dsp':>6} {'clap':>6} {'FD':>9} {'MMD2':>9}"]
+    The dsp column is the DSP accuracy, or the mean measured tempo (BPM) for tempos without --target-bpm; b-p the
+    accuracy of what basic-pitch transcribes (notes and chords)."""
+    lines = [f"{'condition':<28} {'probe':>6} {'95% CI':>13} {'dsp':>6} {'b-p':>6} {'clap':>6} {'FD':>9} {'MMD2':>9}"]
     for row in sweep["table"]:
         ci = f"[{_fmt(row.get('probe_acc_low'), 2)},{_fmt(row.get('probe_acc_high'), 2)}]"
         lines.append(
             f"{row['condition']:<28} {_fmt(row.get('probe_acc', row.get('probe_value'))):>6} {ci:>13} "
-            f"{_fmt(row.get('dsp_acc', row.get('dsp_value'))):>6} {_fmt(row.get('clap')):>6} "
+            f"{_fmt(row.get('dsp_acc', row.get('dsp_value'))):>6} {_fmt(row.get('bp_acc')):>6} "
+            f"{_fmt(row.get('clap')):>6} "
             f"{_fmt(row['fd_acts'], 4):>9} {_fmt(row['mmd_acts'], 4):>9}"
         )
     for mode, k in sweep.get("clamped", {}).items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from probes import transcribe
+
 from .clap import ClapScorer
 from .crossfade import run_crossfade
 from .multi import run_multi
@@ -14,6 +16,7 @@ from .sweep import run_sweep
 
 log = logging.getLogger(__name__)
 
+JUDGE = "basic-pitch 0.4.0 (ICASSP 2022, ONNX) on notes and chords clips"
 RUNNERS = {"sweep": run_sweep, "crossfade": run_crossfade, "multi": run_multi}
 
 
@@ -42,12 +45,14 @@ def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
     loaded = loaded or load_model(settings.model, device=settings.device)
     ctx = Context(settings, loaded, load_banks(settings, loaded), clap)
     write_json(out / "run.json", describe_run(ctx))
+    unheard = transcribe.unavailable()
     summary: dict = {
         "clap": (
             {"status": "ok", "checkpoint": clap.checkpoint}
             if clap
             else {"status": "skipped", "reason": ctx.clap_reason}
-        )
+        ),
+        "transcription": {"status": "skipped", "reason": unheard} if unheard else {"status": "ok", "judge": JUDGE},
     }
     rows: list[dict] = []
     for name in settings.experiments:

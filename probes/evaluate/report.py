@@ -20,6 +20,7 @@ AVERAGED = {
     "dsp_hit": "dsp_acc",
     "dsp_support": "dsp_support",
     "dsp_value": "dsp_value",
+    "bp_hit": "bp_acc",
     "clap": "clap",
 }
 

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from probes import transcribe
 from probes.__main__ import main as probes_main
 from probes.activations import extract_activations
 from probes.bank import ConceptBank
 from probes.evaluate.clap import ClapScorer, save_tiny_clap
 from probes.evaluate.dsp import TEMPO_TOLERANCE, estimate_pitch_class, estimate_tempo
+from probes.evaluate.measure import transcription_check
 from probes.evaluate.metrics import direction_cosines, frechet_distance, probe_readout
 from probes.evaluate.timing import switch_time, window_centres
 from studio.banks import BANKS_DIR
@@ -25,6 +27,8 @@ from studio.recipe import load_recipe
 BANKS = BANKS_DIR / "tiny"
 CONDITIONS = ["s0.3-exp0.95-p0.3", "s0.3-uniform-p0.3", "s0.3-top2-p0.3", "s0.3-exp0.95-p1"]
 FIGURES = ["pareto_drift", "pareto_clap", "crossfade", "interference"]
+# basic-pitch's columns are there when it is installed (./setup.sh dev installs it)
+TRANSCRIBED = ("bp_acc",) if transcribe.unavailable() is None else ()
 TABLES = ["clips.csv", "sweep.csv", "crossfade.csv", "multi.csv", "interference.csv"]
 
 pytestmark = pytest.mark.skipif(
@@ -82,7 +86,7 @@ def test_sweep_table_has_every_metric_for_every_condition(evaluation):
     assert next(r for r in rows if r["condition"] == "s0.3-top2-p0.3")["k_used"] == "2"
     for row in rows:
         assert row["n"] == "4"  # 2 targets x 1 prompt x 2 seeds (baseline: 2 clips judged against 2 targets)
-        for metric in ("probe_acc", "probe_p_target", "dsp_acc", "dsp_support", "clap"):
+        for metric in ("probe_acc", "probe_p_target", "dsp_acc", "dsp_support", "clap", *TRANSCRIBED):
             low, mean, high = (float(row[f"{metric}{s}"]) for s in ("_low", "", "_high"))
             assert np.isfinite(mean) and low <= mean <= high, (row["condition"], metric)
         for metric in ("fd_acts", "mmd_acts", "fd_clap", "mmd_clap"):
@@ -98,6 +102,7 @@ def test_sweep_table_has_every_metric_for_every_condition(evaluation):
             ("probe_p_target", "probe_p_target"),
             ("dsp_hit", "dsp_acc"),
             ("clap", "clap"),
+            *(("bp_hit", "bp_acc") for _ in TRANSCRIBED),
         ):
             assert float(row[mean]) == pytest.approx(np.mean([float(r[column]) for r in mine]), abs=1e-12), mean
 
@@ -110,7 +115,9 @@ def test_top_ks_above_the_tiny_model_layers_run_once_as_uniform_and_say_so(evalu
     assert not any("top8" in name or "top16" in name for name in rows)
     assert rows["s0.3-uniform-p0.3"]["requested"] == "s0.3-uniform-p0.3 s0.3-top8-p0.3 s0.3-top16-p0.3"
     assert rows["s0.3-top2-p0.3"]["requested"] == "s0.3-top2-p0.3"
-    sweep = json.loads((out / "summary.json").read_text())["sweep"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["transcription"]["status"] == ("ok" if TRANSCRIBED else "skipped")
+    sweep = summary["sweep"]
     assert sweep["clamped"] == {"top8": 5, "top16": 5}
     assert sweep["merged"] == [
         {"kept": "s0.3-uniform-p0.3", "requested": ["s0.3-uniform-p0.3", "s0.3-top8-p0.3", "s0.3-top16-p0.3"]}
@@ -138,6 +145,9 @@ def test_clip_rows_match_an_independent_measurement_of_the_stored_files(evaluati
         )
         assert float(row["probe_hit"]) == float(row["probe_pred"] == row["target"])
         assert row["dsp_pred"] == estimate_pitch_class(audio[row["file"]], 32000).name
+        if TRANSCRIBED:  # what basic-pitch hears in the stored file, transcribed afresh
+            heard = transcription_check("notes", audio[row["file"]], 32000)
+            assert (row["bp_pred"], float(row["bp_hit"])) == (heard.predicted, float(heard.predicted == row["target"]))
     # CLAP of each stored clip against its prompt, scored afresh from the WAV and the checkpoint folder
     prompts = [next(r["prompt"] for r in rows if r["file"] == f) for f in files]
     scores = ClapScorer.load(clap, device="cpu").score([audio[f] for f in files], 32000, prompts)

@@ -3,15 +3,22 @@
 The file format is probes/bank.py's ``ConceptBank``; this module is the one place that finds bank folders, loads them,
 checks them against the loaded model and checks what a recipe asks of them (classes, components, trained layers).
 
+Where a model's banks live: the ones people build here go to a user folder, never into the installed code
+(``$MUSICRFM_HOME/banks/<model>``; by default ``~/.cache/musicrfm/banks/<model>``, and
+``/data/musicrfm/banks/<model>`` on a Hugging Face Space with persistent storage); the ones committed with the studio
+are in ``assets/banks/<model>``. Both are searched, the user folder first, so a bank built here wins, and the studio and
+the CLI say which folder a bank came from. ``<model>`` is the last part of the model id.
+
 Where a recipe's banks are (its ``bank`` field): a folder holding one bank folder per concept (``<bank>/notes``), or
 one bank folder; a name that is not a folder is looked up under ``assets/banks/``; null means the model's own
-folder, ``assets/banks/<last part of the model id>``.
+folders, as above.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 
 from probes.bank import META_FILE, TENSORS_FILE, ConceptBank, train_command
@@ -22,12 +29,42 @@ from studio.recipe import Control, Recipe, chosen_layers
 
 log = logging.getLogger(__name__)
 
-BANKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "banks"
+BANKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "banks"  # committed with the studio
+SPACE_DATA = Path("/data")  # a Hugging Face Space's persistent storage, when it has some
 
 
-def model_banks_root(model_id: str) -> Path:
-    """assets/banks/<last part of the model id>: where a model's banks live unless a recipe names another folder."""
-    return BANKS_DIR / model_id.rstrip("/").split("/")[-1]
+def user_home() -> Path:
+    """The studio's own folder for what people build: $MUSICRFM_HOME, else /data/musicrfm on a Space with persistent
+    storage, else ~/.cache/musicrfm."""
+    if os.environ.get("MUSICRFM_HOME"):
+        return Path(os.environ["MUSICRFM_HOME"]).expanduser()
+    if os.environ.get("SPACE_ID") and SPACE_DATA.is_dir() and os.access(SPACE_DATA, os.W_OK):
+        return SPACE_DATA / "musicrfm"
+    return Path.home() / ".cache" / "musicrfm"
+
+
+def _model_folder_name(model_id: str) -> str:
+    return model_id.rstrip("/").split("/")[-1]
+
+
+def user_banks_root(model_id: str) -> Path:
+    """Where the banks built here for a model are saved."""
+    return user_home() / "banks" / _model_folder_name(model_id)
+
+
+def model_banks_roots(model_id: str) -> list[Path]:
+    """The folders searched for a model's banks, in order: the user's, then the committed ones."""
+    return [user_banks_root(model_id), BANKS_DIR / _model_folder_name(model_id)]
+
+
+def origin(folder: Path) -> str:
+    """Where a bank folder is, for people: committed with the studio, built here, or a folder named by hand."""
+    folder = Path(folder).resolve()
+    if folder.is_relative_to(BANKS_DIR.resolve()):
+        return f"committed with the studio ({folder})"
+    if folder.is_relative_to(user_home().resolve()):
+        return f"built here ({folder})"
+    return str(folder)
 
 
 def list_concepts(root: Path) -> list[str]:
@@ -35,16 +72,34 @@ def list_concepts(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / META_FILE).is_file()) if root.is_dir() else []
 
 
+def find_all(roots: list[Path]) -> dict[str, Path]:
+    """Concept -> its bank folder: the first of `roots` that has one."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        for concept in list_concepts(root):
+            found.setdefault(concept, root / concept)
+    return dict(sorted(found.items()))
+
+
 def bank_folder(bank: str | None, model_id: str, concept: str) -> Path:
     """The folder of `concept`'s bank for a recipe's ``bank`` field and model (see the module docstring)."""
-    name = bank if bank is not None else model_banks_root(model_id).name
-    root = Path(name).expanduser()
+    if bank is None:
+        roots = model_banks_roots(model_id)
+        folder = find_all(roots).get(concept)
+        if folder is None:
+            fail(
+                "bank",
+                f"has no bank for concept '{concept}' for {model_id} (looked in {roots[0]} and {roots[1]}); make "
+                f"one with `{train_command(model_id, concept, roots[0] / concept)}`",
+            )
+        return folder
+    root = Path(bank).expanduser()
     if not root.is_dir():
-        root = BANKS_DIR / name
+        root = BANKS_DIR / bank
     if not root.is_dir():
         fail(
             "bank",
-            f"'{name}' is neither a folder nor a bank under {BANKS_DIR}; make one with "
+            f"'{bank}' is neither a folder nor a bank under {BANKS_DIR}; make one with "
             f"`{train_command(model_id, concept)}`",
         )
     return root if (root / META_FILE).is_file() else root / concept
@@ -72,13 +127,14 @@ def check_model(bank: ConceptBank, signature: ModelSignature, where: str = "the 
         )
 
 
-def load_all(root: Path, loaded) -> dict[str, ConceptBank]:
-    """Every bank under `root` made for `loaded`; damaged or foreign ones are skipped with a warning."""
+def load_all(roots: list[Path], loaded) -> dict[str, ConceptBank]:
+    """Every bank under `roots` (the first root that has a concept wins) made for `loaded`; damaged or foreign ones
+    are skipped with a warning."""
     banks = {}
-    for concept in list_concepts(root):
+    for concept, folder in find_all(roots).items():
         try:
-            bank = load_bank(root / concept)
-            check_model(bank, loaded.signature, where=f"the bank at {root / concept}")
+            bank = load_bank(folder)
+            check_model(bank, loaded.signature, where=f"the bank at {folder}")
         except BankError as err:
             log.warning("skipping bank %s: %s", concept, err)
             continue
@@ -103,6 +159,7 @@ def load_banks(bank: str | None, model_id: str, concepts: list[str]) -> dict[str
             raise BankError(f"bank {folder}: {err}") from None
         if found.concept != concept:
             fail("bank", f"folder {folder} holds the '{found.concept}' bank, not '{concept}'")
+        log.info("bank %s: %s", concept, origin(folder))
         banks[concept] = found
     return banks
 

@@ -2,12 +2,15 @@
 run."""
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub; a hub id fails fast with our message
+# Banks the tests build go to a folder of their own, never into the user's ~/.cache/musicrfm
+os.environ["MUSICRFM_HOME"] = tempfile.mkdtemp(prefix="musicrfm-tests-")
 
 
 @pytest.fixture(scope="session")

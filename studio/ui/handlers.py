@@ -259,7 +259,7 @@ class Handlers:
             f"**{bank.concept}**: {len(bank.classes)} classes ({', '.join(bank.classes[:12])}"
             f"{'…' if len(bank.classes) > 12 else ''}), {bank.num_components} eigenvectors per class, "
             f"probes on {bank.describe_layers()}, readout at layer {bank.readout_layer}; trained on "
-            f"{bank.dataset.get('n_train', '?')} clips."
+            f"{bank.dataset.get('n_train', '?')} clips. From: {_escape(self.studio.origins.get(concept, '?'))}."
         )
         return info, auc_by_layer_figure(bank)
 
@@ -279,7 +279,7 @@ class Handlers:
         try:
             with studio.loaded.lock:  # its forward passes must not meet another request's steering hooks
                 bank = train_concept_bank(studio.loaded, concept, options)
-            bank.save(studio.bank_root / concept)
+            bank.save(studio.write_root / concept)
         except StudioError as err:
             return [f"⚠️ Cannot train this bank: {_escape(err.page_message)}"] + _unchanged(2 + MAX_ROWS + 1)
         studio.reload_banks()
@@ -287,7 +287,8 @@ class Handlers:
         return (
             [
                 f"Trained **{concept}** on {bank.dataset.get('n_train', '?')} clips: mean validation AUC "
-                f"{float(bank.trained_val_score.mean()):.3f}, readout at layer {bank.readout_layer}.",
+                f"{float(bank.trained_val_score.mean()):.3f}, readout at layer {bank.readout_layer}; saved in "
+                f"`{_escape(str(studio.write_root / concept))}`.",
                 gr.update(choices=choices, value=concept),
                 gr.update(choices=choices),
             ]

@@ -80,8 +80,8 @@ class Banks:
 
 
 def build_app(loaded: LoadedModel, banner: str = "", engine=None, bank_root: Path | None = None) -> gr.Blocks:
-    """The studio's page for `loaded`, with the banks under `bank_root` (default assets/banks/<model>). `engine` is
-    the decode loop (None: the default)."""
+    """The studio's page for `loaded`, with the banks under `bank_root` (default: the model's own folders, see
+    studio/banks.py). `engine` is the decode loop (None: the default)."""
     studio = Studio(loaded, engine, bank_root)
     with gr.Blocks(title="MusicRFM Studio") as app:
         gr.Markdown(
@@ -146,7 +146,7 @@ def _controls(studio: Studio) -> Controls:
     if not concepts:
         gr.Markdown(
             f"No concept banks for this model yet: train one in the **Concept banks** tab "
-            f"(they live in `{studio.bank_root}`)."
+            f"(it is saved in `{studio.write_root}`)."
         )
     with gr.Accordion("Schedule over time", open=True):
         names = [control_name(first, form["class0"].value)] if first else []

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from probes.bank import ConceptBank
-from studio.banks import load_all, model_banks_root
+from studio.banks import find_all, load_all, model_banks_roots, origin, user_banks_root
 from studio.decode import warm_up
 from studio.errors import ModelLoadError
 from studio.generate import StepEvent, generate
@@ -60,13 +60,17 @@ class Studio:
 
     def __init__(self, loaded: LoadedModel, engine=None, bank_root: Path | None = None):
         self.loaded, self.engine = loaded, engine
-        self.bank_root = Path(bank_root) if bank_root is not None else model_banks_root(loaded.model_id)
+        # The model's own folders (built here, then committed), or one folder named by hand for both reading and writing
+        self.custom_root = Path(bank_root) if bank_root is not None else None
+        self.roots = [self.custom_root] if self.custom_root else model_banks_roots(loaded.model_id)
+        self.write_root = self.custom_root or user_banks_root(loaded.model_id)
         self.banks: dict[str, ConceptBank] = {}
         self.cancels: dict[str, threading.Event] = {}
         self.reload_banks()
 
     def reload_banks(self) -> None:
-        self.banks = load_all(self.bank_root, self.loaded)
+        self.banks = load_all(self.roots, self.loaded)
+        self.origins = {concept: origin(folder) for concept, folder in find_all(self.roots).items()}
 
     @property
     def concepts(self) -> list[str]:
@@ -76,7 +80,7 @@ class Studio:
     @property
     def bank_argument(self) -> str | None:
         """The recipe's "bank" field: None for the model's default folder, so that saved recipes stay portable."""
-        return None if self.bank_root == model_banks_root(self.loaded.model_id) else str(self.bank_root)
+        return None if self.custom_root is None else str(self.custom_root)
 
     def classes(self, concept: str | None) -> list[str]:
         return self.banks[concept].classes if concept in self.banks else []

@@ -260,7 +260,7 @@ def test_browser_trains_a_bank_that_the_controls_can_use(tiny, tmp_path, chromiu
             page.locator("#train-instruments textarea, #train-instruments input").first.fill("0")
             page.locator("#train-bank").click()
             expect(page.locator("#train-status")).to_contain_text("Trained intervals", timeout=240000)
-            bank = load_all(root, tiny)["intervals"]  # saved, and loads as a bank for this model
+            bank = load_all([root], tiny)["intervals"]  # saved, and loads as a bank for this model
             assert bank.concept == "intervals" and len(bank.classes) == 12 and bank.num_components >= 4
             page.get_by_role("tab", name="Steer").click()
             first = page.locator("#control-concept-0 input")

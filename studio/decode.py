@@ -11,8 +11,8 @@
 It follows transformers 5.24's ``MusicgenForConditionalGeneration.generate`` (text encoding, the zeroed unconditional
 half with its zero attention mask, the guidance formula, the delay pattern, the order temperature -> top-k -> top-p),
 so on the CPU it gives generate's tokens: greedy, and sampled when generate runs after ``torch.manual_seed(seed)``
-(tests/studio/test_decode.py checks both). Logits agree to about 1e-7, not bit for bit: our attention runs over the whole
-preallocated cache with a mask, generate's over a growing one.
+(tests/studio/test_decode.py checks both). Logits agree to about 1e-7, not bit for bit: our attention runs over the
+whole preallocated cache with a mask, generate's over a growing one.
 
 Step semantics (shared with studio/hooks.py): step t = 0 is the first decoder forward; decoder step t computes
 sequence position t (position 0 is the BOS column) and predicts the tokens of position t + 1; ``on_step(t + 1, total)``
@@ -30,10 +30,10 @@ CUDA graphs: on a CUDA device the whole step (stack, heads, guidance, sampling, 
 is captured once after a few eager warm-up steps and replayed; the step counter, the KV cache, the input buffer and
 the generator state live on the device, so replaying needs no Python per layer and no host sync. Eager and graph
 paths run the same kernels on the same buffers, so they give the same tokens for the same seed (checked by the GPU
-tests of tests/studio/test_decode.py; on the CPU a recorded-and-replayed step stands in for the graph). Module hooks only run
-while the graph is captured, not on replay, so a graph is used only when every hook on the decoder declares itself
-replay-safe (``cuda_graph_safe = True`` on the hook function or the object it is bound to): it must read the step
-from the device (``kwargs["cache"].get_seq_length()`` is a 0-dim device tensor here from step 1 on, the int 0 at
+tests of tests/studio/test_decode.py; on the CPU a recorded-and-replayed step stands in for the graph). Module hooks
+only run while the graph is captured, not on replay, so a graph is used only when every hook on the decoder declares
+itself replay-safe (``cuda_graph_safe = True`` on the hook function or the object it is bound to): it must read the
+step from the device (``kwargs["cache"].get_seq_length()`` is a 0-dim device tensor here from step 1 on, the int 0 at
 step 0; never turn the tensor into an int) and write captured states into preallocated buffers with device indices.
 studio/hooks.py's HookManager does.
 """

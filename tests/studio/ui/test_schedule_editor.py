@@ -243,14 +243,34 @@ def open_page(served):
         context = served.browser.new_context(**context_options)
         contexts.append(context)
         page = context.new_page()
-        page.goto(served.url, wait_until="domcontentloaded")
+        page.goto(served.url, wait_until="load")
         page.wait_for_selector("#editor svg .se-pt-sel", timeout=20_000)
+        _wait_for_layout(page)
         return context, page
 
     yield open_
     for context in contexts:
         context.close()
     time.sleep(0.3)  # let events still in flight land before the next test clears the record
+
+
+def _wait_for_layout(page) -> None:
+    """Wait until fonts are in and the editor's plot has kept its place for 10 frames: a page still styling itself
+    (under load, on a closed network whose font requests fail) moves the plot, and a click aimed before then misses."""
+    page.evaluate(
+        """async () => {
+            await document.fonts.ready;
+            const svg = document.querySelector('#editor svg');
+            const where = () => JSON.stringify(svg.getBoundingClientRect());
+            let last = where(), still = 0;
+            while (still < 10) {
+                await new Promise((r) => requestAnimationFrame(r));
+                const now = where();
+                still = now === last ? still + 1 : 0;
+                last = now;
+            }
+        }"""
+    )
 
 
 def _plot_mapper(page) -> Callable[[float, float], tuple[float, float]]:
@@ -416,8 +436,9 @@ def test_decay_counts_in_the_frame_rate_python_gives_the_editor(served):
     context = served.browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
-        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
         page.wait_for_selector("#editor svg .se-pt-sel", timeout=20_000)
+        _wait_for_layout(page)
         decay = page.get_by_role("button", name="Decay")
         assert "25 steps/s" in decay.get_attribute("title")
         decay.click()

@@ -39,6 +39,7 @@ from studio.ui.widgets import (
 )
 
 MAX_RECIPE_BYTES = 256 * 1024
+STOPPED = "Stopped: the generation was cancelled; nothing was rendered."
 REDRAW_AUDIO_S = 0.5  # progress and the readout plot are redrawn at least every half second of generated audio
 
 
@@ -173,13 +174,17 @@ class Handlers:
                     gr.update(value=record, visible=True),
                 )
         except Cancelled:
-            yield "Stopped.", gr.update(), None, gr.update(), None, None
+            yield STOPPED, gr.update(), None, gr.update(), None, None
         except StudioError as err:
             raise gr.Error(err.page_message) from None
 
-    def stop_run(self, request: gr.Request) -> str:
-        self.studio.stop(request.session_hash if request else "api")
-        return "Stopped: the generation was cancelled; nothing was rendered."
+    def arm(self, request: gr.Request) -> None:
+        self.studio.arm(request.session_hash)
+
+    def stop_run(self, request: gr.Request) -> None:
+        """Pull the session's stop switch. The run, not this handler, writes "Stopped" in the status: one writer, so
+        no late progress line can land after it."""
+        self.studio.stop(request.session_hash)
 
     def render(self, recipe_json: str) -> tuple[str, str]:
         """Render a recipe (JSON text, see README) and return the WAV and its JSON record (recipe + readout)."""

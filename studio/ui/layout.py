@@ -235,7 +235,7 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     )
 
     # generate, streaming the readout; recipes in; the plain API
-    generating = results.run.click(
+    results.run.click(on.arm, None, None, queue=False).then(
         on.run_recipe,
         inputs + [results.ab],
         results.outputs,
@@ -243,7 +243,7 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
         concurrency_limit=1,
         concurrency_id="gpu",
     )
-    results.stop.click(on.stop_run, None, results.status, cancels=[generating], queue=False)
+    results.stop.click(on.stop_run, None, None, queue=False)  # the run stops itself and says so
     results.upload.change(
         on.restore,
         results.upload,

@@ -85,11 +85,18 @@ class Studio:
     def classes(self, concept: str | None) -> list[str]:
         return self.banks[concept].classes if concept in self.banks else []
 
+    def arm(self, session: str) -> None:
+        """Give the session's next run a stop switch when Generate is pressed, so that Stop reaches the run while it
+        still waits in the queue. A switch not yet pulled is kept: a second press joins the run already armed."""
+        current = self.cancels.get(session)
+        if current is None or current.is_set():
+            self.cancels[session] = threading.Event()
+
     def stream(self, recipe: Recipe, session: str, with_baseline: bool):
         """Run the recipe (then its unsteered baseline) in a worker thread; yield ("step", StepEvent) while it runs,
-        then ("done", steered Result, baseline Result | None). Stopping or leaving the page cancels it."""
-        cancel = threading.Event()
-        self.cancels[session] = cancel
+        then ("done", steered Result, baseline Result | None). Stop, or leaving the page, cancels it: the worker then
+        raises Cancelled here, so the run itself reports that it stopped, after its last progress line."""
+        cancel = self.cancels.setdefault(session, threading.Event())  # armed by Generate, or fresh (the API)
         events: queue.Queue = queue.Queue()
 
         def work():
@@ -116,8 +123,9 @@ class Studio:
                     yield item
                     return
         finally:
-            cancel.set()  # a no-op when finished; stops the worker when the page went away or Stop was pressed
-            self.cancels.pop(session, None)
+            cancel.set()  # a no-op when finished; stops the worker when the page went away
+            if self.cancels.get(session) is cancel:
+                del self.cancels[session]
 
     def stop(self, session: str) -> None:
         event = self.cancels.get(session)

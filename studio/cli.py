@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
         help="render one clip headless to a WAV file",
         description="Render a prompt (--prompt) or a recipe (--recipe r.json) to --out. With a recipe, --out's .json "
-        "sibling gets the recipe as run and the per-step probe readout; --model/--prompt/--seconds/--seed/"
-        "--guidance then override the recipe's values.",
+        "sibling gets the recipe as run and the per-step probe readout; --model/--prompt/--continue/--seconds/"
+        "--seed/--guidance then override the recipe's values.",
     )
     gen.add_argument("--recipe", default=None, help="recipe JSON file (see studio/recipe.py)")
     gen.add_argument(
@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", default=None, help="text prompt")
     gen.add_argument(
         "--seconds", type=_seconds_arg, default=None, help=f"clip length in seconds (default {PROMPT_SECONDS:g})"
+    )
+    gen.add_argument(
+        "--continue",
+        dest="audio_prompt",
+        metavar="AUDIO",
+        default=None,
+        help="an audio file to continue: it opens the clip, and --seconds counts it in",
     )
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
@@ -118,12 +125,21 @@ def run_generate(args) -> int:
     # Both ways in become one recipe, validated once, before the model is loaded (which takes time).
     base = load_recipe(args.recipe) if args.recipe is not None else Recipe(seconds=PROMPT_SECONDS)
     recipe = with_overrides(
-        base, model=args.model, prompt=args.prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance
+        base,
+        model=args.model,
+        prompt=args.prompt,
+        audio_prompt=args.audio_prompt,
+        seconds=args.seconds,
+        seed=args.seed,
+        guidance_scale=args.guidance,
     )
     loaded = load_model(recipe.model, device=args.device, dtype=args.dtype)
     steps = loaded.steps_for(loaded.check_seconds(recipe.seconds))
     with tqdm(total=steps, desc="generating", unit="step", file=sys.stderr) as bar:
-        result = generate(loaded, recipe, on_step=lambda event: bar.update(1), engine=engine_named(args.engine))
+        # steps count from the clip's start: a continuation's bar starts past its prompt
+        result = generate(
+            loaded, recipe, on_step=lambda e: bar.update(e.step - bar.n), engine=engine_named(args.engine)
+        )
     written = [out]
     if record_path is not None:
         write_json(record_path, result.record(audio_file=out.name))

@@ -1,7 +1,8 @@
 """Our own MusicGen decode loop over the loaded transformers modules, readable top to bottom.
 
     prompts --T5--> text states --(enc_to_dec_proj)--> cross-attention states, batch [conditional; unconditional]
-    for step t in 0 .. total - 1:                       total = frames + num_codebooks - 1
+    an audio prompt of P frames (continuation): positions 0 .. P - 1 in one forward, the KV cache filled
+    for step t in P .. total - 1:                       total = frames + num_codebooks - 1
         the decoder stack computes position t (one new position, a preallocated KV cache holds the earlier ones)
         lm heads -> logits per codebook -> CFG: uncond + (cond - uncond) * scale -> temperature, top-k, top-p
         -> greedy arg-max or a sample from the seeded generator -> the delay pattern fixes the padded slots
@@ -125,6 +126,7 @@ class _DecodeProgram:
         frames: int,
         sampling: Sampling,
         generator: torch.Generator | None,
+        given: torch.Tensor | None = None,
     ):
         model, device = loaded.model, loaded.device
         self.stack = loaded.decoder_stack()
@@ -136,12 +138,16 @@ class _DecodeProgram:
         self.copies = 2 if sampling.guidance_scale > 1 else 1
         batch = conditioning.rows // self.copies
         start = loaded.start_token
-        pattern = loaded.delay_pattern(frames).to(device)
-        self.pattern = pattern.repeat(batch, 1)  # [B*K, S]
+        if given is None:
+            self.pattern = loaded.delay_pattern(frames).to(device).repeat(batch, 1)  # [B*K, S]
+        else:
+            self.pattern = torch.cat([loaded.delay_pattern(frames, codes) for codes in given]).to(device)
+        self.given = 0 if given is None else int(given.shape[-1])  # P: frames whose codes are given
         self.sequence = self.pattern.clone()  # column 0 is the BOS column: the start token in every codebook
         self.inputs = torch.full((conditioning.rows * self.num_codebooks, 1), start, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.key_index = torch.arange(self.total, device=device)
+        self.offsets = torch.arange(max(1, self.given), device=device)  # positions within one forward
         self.masked_value = (
             None
             if self.stack.config._attn_implementation == "sdpa"
@@ -154,17 +160,20 @@ class _DecodeProgram:
         )
 
     def stack_forward(self, input_ids: torch.Tensor, **_ignored) -> BaseModelOutputWithPastAndCrossAttentions:
-        """The decoder stack for one new position (replaces the stack's ``forward`` during a decode).
+        """The decoder stack for the next n positions (replaces the stack's ``forward`` during a decode): one at a
+        step, the given frames' positions at once in the prefill.
 
         Same arithmetic as transformers' MusicgenDecoder.forward: the sum of the codebook embeddings plus the
-        sinusoidal position, every layer against the KV cache, the final layer norm. The position and the causal
+        sinusoidal position, every layer against the KV cache, the final layer norm. The positions and the causal
         mask come from the device counter, so nothing here reads a value back to the host.
         """
         stack = self.stack
-        codes = input_ids.reshape(-1, self.num_codebooks, input_ids.shape[-1])
+        count = input_ids.shape[-1]
+        codes = input_ids.reshape(-1, self.num_codebooks, count)
         embeds = sum(stack.embed_tokens[k](codes[:, k]) for k in range(self.num_codebooks))
-        hidden = embeds + stack.embed_positions.weights.index_select(0, self.position)
-        visible = (self.key_index <= self.position).view(1, 1, 1, -1)  # keys 0..t of the static cache
+        positions = self.position + self.offsets[:count]
+        hidden = embeds + stack.embed_positions.weights.index_select(0, positions)
+        visible = (self.key_index <= positions[:, None]).view(1, 1, count, -1)  # query t sees keys 0..t
         causal = visible if self.masked_value is None else torch.where(visible, 0.0, self.masked_value)
         conditioning = self.conditioning
         for layer in stack.layers:
@@ -177,6 +186,17 @@ class _DecodeProgram:
                 use_cache=True,
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=stack.layer_norm(hidden), cache=self.cache)
+
+    def prefill(self) -> None:
+        """Positions 0 .. P - 1 of the given frames in one forward (every token they predict is given): the KV cache
+        then holds them, as after transformers' prefill of an audio prompt. No sampling, so the generator is untouched.
+        """
+        if not self.given:
+            return
+        tokens = self.sequence[:, : self.given]
+        self.stack(input_ids=tokens.repeat(self.copies, 1), cache=self.cache, use_cache=True)
+        self.position.fill_(self.given)
+        self.inputs.copy_(self.sequence[:, self.given].repeat(self.copies)[:, None])
 
     def step(self) -> None:
         """One decoder step: position t in, the tokens of position t + 1 written to ``inputs`` and ``sequence``."""
@@ -225,7 +245,7 @@ def _hooks_allow_graph(stack: torch.nn.Module) -> bool:
 
 
 def _run_eager(program: _DecodeProgram, on_step: StepCallback | None) -> None:
-    for done in range(1, program.total + 1):
+    for done in range(program.given + 1, program.total + 1):
         program.step()
         if on_step is not None:
             on_step(done, program.total)
@@ -239,11 +259,11 @@ def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
     the callback if you need it finished).
     """
     device = program.position.device
-    warmup = min(WARMUP_STEPS, program.total)
+    warmup = min(program.given + WARMUP_STEPS, program.total)
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
-        for done in range(1, warmup + 1):
+        for done in range(program.given + 1, warmup + 1):
             program.step()
             if on_step is not None:
                 on_step(done, program.total)
@@ -262,7 +282,9 @@ def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
             on_step(done, program.total)
 
 
-def _check_request(loaded: LoadedModel, prompts: Sequence[str], frames: int, sampling: Sampling) -> None:
+def _check_request(
+    loaded: LoadedModel, prompts: Sequence[str], frames: int, sampling: Sampling, given: torch.Tensor | None
+) -> None:
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise InputError("prompts must be a non-empty list of strings")
     if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
@@ -276,6 +298,13 @@ def _check_request(loaded: LoadedModel, prompts: Sequence[str], frames: int, sam
             f"'{config._attn_implementation}'; load it with attn_implementation='sdpa' or use --engine hf"
         )
     loaded.check_seconds(frames / loaded.frame_rate)  # the model's length limit keeps every step inside its positions
+    if given is not None:
+        shape = (len(prompts), loaded.num_codebooks)
+        if given.dim() != 3 or tuple(given.shape[:2]) != shape or not 0 < given.shape[-1] < frames:
+            raise InputError(
+                f"given codes must be [{shape[0]}, {shape[1]}, P] with 0 < P < frames ({frames}), "
+                f"got {list(given.shape)}"
+            )
     if not sampling.greedy and not sampling.temperature > 0:
         raise InputError(f"temperature must be > 0, got {sampling.temperature}")
     if not 0.0 <= sampling.top_p <= 1.0:
@@ -309,6 +338,7 @@ def decode(
     on_step: StepCallback | None = None,
     use_cuda_graph: bool | None = None,
     with_audio: bool = True,
+    given: torch.Tensor | None = None,
 ) -> DecodeResult:
     """Generate `frames` audio frames (50 per second) for each prompt; the caller holds ``loaded.lock``.
 
@@ -318,14 +348,18 @@ def decode(
     decoder hook is marked replay-safe (see the module docstring); True insists, False never does.
     ``top_k = 0`` and ``top_p = 0`` switch those filters off (transformers' generate would fall back to the
     generation config's values instead).
+
+    `given` codes [B, K, P] (an audio prompt, ``LoadedModel.encode_audio``) are the first P of the `frames`: they are
+    prefilled, ``on_step`` is called from step P + 1 on, and the audio holds all `frames`, the given ones re-decoded.
     """
-    _check_request(loaded, prompts, frames, sampling)
+    _check_request(loaded, prompts, frames, sampling, given)
     graphed = _use_graph(loaded, use_cuda_graph)
     generator = None if sampling.greedy else torch.Generator(device=loaded.device).manual_seed(int(seed))
     with torch.inference_mode():
         conditioning = encode_text(loaded, prompts, cfg=sampling.guidance_scale > 1)
-        program = _DecodeProgram(loaded, conditioning, frames, sampling, generator)
+        program = _DecodeProgram(loaded, conditioning, frames, sampling, generator, given)
         with _stack_forward_replaced(program.stack, program.stack_forward):
+            program.prefill()
             (_run_graphed if graphed else _run_eager)(program, on_step)
         sequence = program.sequence.view(len(prompts), loaded.num_codebooks, -1)
         codes = strip_delay(sequence, frames)
@@ -340,7 +374,7 @@ def decode(
         audio=audio,
         sample_rate=loaded.sample_rate,
         steps=program.total,
-        used_cuda_graph=graphed and program.total > WARMUP_STEPS,
+        used_cuda_graph=graphed and program.total > program.given + WARMUP_STEPS,
     )
 
 

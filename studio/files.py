@@ -12,6 +12,11 @@ from typing import Iterator
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import resample_poly
+
+from studio.errors import InputError
+
+SILENCE_RMS = 1e-4  # below this a clip holds nothing to continue
 
 
 @contextmanager
@@ -44,3 +49,19 @@ def write_json(path: str | Path, obj) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
     return Path(path)
+
+
+def read_audio(path: str | Path, sample_rate: int, field: str = "audio") -> np.ndarray:
+    """A clip as float32 mono at `sample_rate`: channels averaged, resampled by the exact rational factor. Refuses a
+    file that is not audio, or is empty or silent, with an InputError naming `field`."""
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise InputError.at(field, f"cannot be read as audio ({Path(path).name}): {err}") from None
+    mono = audio.mean(axis=1)
+    if rate != sample_rate:
+        divisor = np.gcd(rate, sample_rate)
+        mono = resample_poly(mono, sample_rate // divisor, rate // divisor).astype(np.float32)
+    if not len(mono) or float(np.sqrt(np.mean(mono**2))) < SILENCE_RMS:
+        raise InputError.at(field, f"is silent or empty ({Path(path).name}): there is nothing to continue")
+    return mono

@@ -31,14 +31,16 @@ import torch
 
 from studio.banks import check_for_banks, load_banks
 from studio.decode import StepCallback, decode
-from studio.errors import Cancelled
+from studio.errors import Cancelled, InputError
+from studio.files import read_audio
 from studio.hooks import HookManager
 from studio.model import LoadedModel
 from studio.plan import SteeringPlan, build_plan
 from studio.readout import LiveReadout, Readout, compute_readout, probe_on
 from studio.recipe import Recipe, check_for_model
 
-Engine = Callable[[LoadedModel, Recipe, StepCallback], tuple[np.ndarray, torch.Tensor]]  # audio, tokens [K, steps + 1]
+# (loaded, recipe, on_step, given codes [K, P] of an audio prompt or None) -> audio, tokens [K, steps + 1]
+Engine = Callable[[LoadedModel, Recipe, StepCallback, torch.Tensor | None], tuple[np.ndarray, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,9 @@ class _StepEvents:
             self.on_step(StepEvent(done, self.total, probs, running))
 
 
-def run_decode(loaded: LoadedModel, recipe: Recipe, on_step: StepCallback) -> tuple[np.ndarray, torch.Tensor]:
+def run_decode(
+    loaded: LoadedModel, recipe: Recipe, on_step: StepCallback, given: torch.Tensor | None = None
+) -> tuple[np.ndarray, torch.Tensor]:
     """The product's engine, our decode loop (studio/decode.py; a CUDA graph on a GPU): (audio [samples], tokens
     [K, steps + 1])."""
     out = decode(
@@ -111,12 +115,31 @@ def run_decode(loaded: LoadedModel, recipe: Recipe, on_step: StepCallback) -> tu
         seed=recipe.seed,
         sampling=recipe.sampling,
         on_step=on_step,
+        given=None if given is None else given[None],
     )
     return out.audio[0], out.sequence[0]
 
 
-def prepare(loaded: LoadedModel, recipe: Recipe, banks: dict | None = None) -> tuple[dict, SteeringPlan | None]:
-    """Check the recipe against the model and its banks (loading them unless given) and compile its plan.
+def audio_prompt_codes(loaded: LoadedModel, recipe: Recipe) -> torch.Tensor | None:
+    """The recipe's audio prompt as the model's codes [K, P] (None without one); it must leave the clip room to grow."""
+    if recipe.audio_prompt is None:
+        return None
+    audio = read_audio(recipe.audio_prompt, loaded.sample_rate, "audio_prompt")
+    frames = len(audio) * loaded.frame_rate // loaded.sample_rate  # whole frames: encode_audio drops the rest
+    if not 0 < frames < loaded.frames_for(recipe.seconds):
+        raise InputError.at(
+            "audio_prompt",
+            f"is {len(audio) / loaded.sample_rate:.2f} s long; it must be at least one frame and shorter than the "
+            f"clip (seconds = {recipe.seconds:g}), which it opens",
+        )
+    return loaded.encode_audio(audio)
+
+
+def prepare(
+    loaded: LoadedModel, recipe: Recipe, banks: dict | None = None
+) -> tuple[dict, SteeringPlan | None, torch.Tensor | None]:
+    """Check the recipe against the model and its banks (loading them unless given), compile its plan and encode its
+    audio prompt: (banks, plan or None, the prompt's codes [K, P] or None). The plan adds nothing over the prompt.
 
     Raises InputError or BankError for anything the recipe asks that this model or these banks cannot do.
     """
@@ -124,9 +147,12 @@ def prepare(loaded: LoadedModel, recipe: Recipe, banks: dict | None = None) -> t
     if banks is None:
         banks = load_banks(recipe.bank, recipe.model, recipe.concepts())
     check_for_banks(recipe, banks, loaded.signature)
+    given = audio_prompt_codes(loaded, recipe)
     steps = loaded.steps_for(loaded.frames_for(recipe.seconds))
     plan = build_plan(recipe, banks, steps, loaded.frame_rate, loaded.device) if recipe.active_controls() else None
-    return banks, plan
+    if plan is not None and given is not None:
+        plan = plan.from_step(given.shape[-1])  # position P is the first whose tokens are not all given
+    return banks, plan, given
 
 
 def generate(
@@ -149,7 +175,7 @@ def generate(
     Raises StudioError (InputError or BankError: invalid for this model or bank; Cancelled); hooks are removed
     whatever happens.
     """
-    banks, plan = prepare(loaded, recipe, banks)
+    banks, plan, given = prepare(loaded, recipe, banks)
     steps = loaded.steps_for(loaded.frames_for(recipe.seconds))
     spec = recipe.readout
     bank = banks[spec.concept] if spec else None
@@ -165,7 +191,7 @@ def generate(
         ) as hooks:
             live = LiveReadout(hooks.states, probe, window_steps) if bank else None
             events = _StepEvents(steps, on_step, cancel, live, every)
-            audio, tokens = (engine or run_decode)(loaded, recipe, events)
+            audio, tokens = (engine or run_decode)(loaded, recipe, events, given)
     readout = None
     if bank:
         readout = compute_readout(
@@ -181,4 +207,4 @@ def generate(
     )
 
 
-__all__ = ["StepEvent", "Result", "Engine", "run_decode", "prepare", "generate"]
+__all__ = ["StepEvent", "Result", "Engine", "run_decode", "audio_prompt_codes", "prepare", "generate"]

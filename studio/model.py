@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import (
@@ -135,14 +136,28 @@ class LoadedModel:
                 return int(value)
         raise ModelLoadError(f"{self.model_id} defines no decoder_start_token_id or bos_token_id")
 
-    def delay_pattern(self, frames: int) -> torch.Tensor:
+    def delay_pattern(self, frames: int, given: torch.Tensor | None = None) -> torch.Tensor:
         """[K, frames + K] int64: the codebook delay pattern over sequence positions 0 .. frames + K - 1.
 
         Codebook k is delayed by k + 1 positions (BOS at position 0): its frames occupy positions k + 1 .. k + frames
-        and hold FREE (-1); every other slot holds the start token. Same grid as transformers'
-        ``build_delay_pattern_mask`` (mono) for a BOS-only prompt and ``max_length = frames + K``.
+        and hold FREE (-1); every other slot holds the start token. `given` codes [K, P] (an audio prompt) fill the
+        first P frames of every codebook, so that only the later ones are FREE. Same grid as transformers'
+        ``build_delay_pattern_mask`` (mono) for ``max_length = frames + K`` and a prompt of BOS plus `given`.
         """
-        return delay_pattern(self.num_codebooks, frames, self.start_token)
+        grid = delay_pattern(self.num_codebooks, frames, self.start_token)
+        for k, codes in enumerate([] if given is None else given):
+            grid[k, k + 1 : k + 1 + len(codes)] = codes
+        return grid
+
+    def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
+        """Mono audio at the model's rate -> its codes [K, P], P = whole frames (a partial last frame is dropped),
+        encoded as transformers' generate encodes an audio prompt (``input_values``)."""
+        hop = self.sample_rate // self.frame_rate
+        samples = torch.as_tensor(np.asarray(audio, dtype=np.float32)[: len(audio) // hop * hop])
+        codec = self.model.audio_encoder
+        with torch.inference_mode():
+            codes = codec.encode(samples[None, None].to(self.device, codec.dtype)).audio_codes
+        return codes[0, 0, : self.num_codebooks].to("cpu", copy=True)
 
 
 FREE = -1  # delay-pattern entry: the model's token goes here (any other value is a fixed pad token)

@@ -24,7 +24,7 @@ control never changes the gates of the ones before it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -50,6 +50,12 @@ class SteeringPlan:
     @property
     def num_controls(self) -> int:
         return int(self.coefficients.shape[2])
+
+    def from_step(self, step: int) -> "SteeringPlan":
+        """The plan with nothing added before `step`: an audio prompt's positions are given, not generated."""
+        coefficients = self.coefficients.clone()
+        coefficients[:step] = 0
+        return replace(self, coefficients=coefficients)
 
     def delta(self, step: int) -> torch.Tensor:
         """[L, d]: what the hooks add at every layer at `step` (sum over controls of c[step, l, k] * V[l, k])."""

@@ -19,6 +19,9 @@ Example (every field but ``version`` and ``seconds`` has a default)::
 
 Field semantics:
 - ``bank``: where the banks are (see studio/banks.py); null means the model's own banks.
+- ``audio_prompt``: an audio file to continue (any rate and channel count: mixed to mono and resampled). It opens
+  the clip: ``seconds`` is the whole clip's length, the prompt's included, and schedules are timed on that whole
+  timeline. Steering adds nothing over the prompt; the readout reads it too.
 - ``controls[i].layers``: ``{"mode": "uniform"}``, ``{"mode": "topk", "k": 8}``, ``{"mode": "exp", "kappa": 0.95,
   "w0": 1.0}`` (each with an optional ``"layers": [...]``, the decoder layers it may use; default all but the first,
   as the paper), or ``{"mode": "manual", "weights": [w_0, ..., w_{L-1}]}``.
@@ -173,6 +176,7 @@ class Recipe(JsonData):
     model: str = spec(DEFAULT_MODEL, read=_model)
     bank: str | None = spec(None, read=optional(string))
     prompt: str = spec("", read=_prompt)
+    audio_prompt: str | None = spec(None, read=optional(string))  # a clip to continue: it opens the `seconds`
     seconds: float = spec(read=number(0.0, MAX_SECONDS, low_open=True))
     seed: int = spec(0, read=integer(0, below=2**63))
     sampling: Sampling = spec(Sampling(), read=nested(Sampling))

@@ -48,22 +48,29 @@ def sampling_kwargs(sampling: Sampling) -> dict:
     return kwargs
 
 
-def run_reference(loaded: LoadedModel, recipe: Recipe, on_step: StepCallback) -> tuple[np.ndarray, torch.Tensor]:
-    """transformers' generate for the recipe's prompt, seed and sampling: (audio [samples], tokens [K, steps + 1])."""
+def run_reference(
+    loaded: LoadedModel, recipe: Recipe, on_step: StepCallback, given: torch.Tensor | None = None
+) -> tuple[np.ndarray, torch.Tensor]:
+    """transformers' generate for the recipe's prompt, seed and sampling, continuing `given` codes [K, P] when given
+    (as ``decoder_input_ids``; generate prepends the start column): (audio [samples], tokens [K, steps + 1])."""
     frames = loaded.frames_for(recipe.seconds)
     steps = loaded.steps_for(frames)
     inputs = loaded.tokenizer([recipe.prompt], return_tensors="pt", padding=True).to(loaded.device)
+    prefilled = 0
+    if given is not None:
+        inputs["decoder_input_ids"] = given.to(loaded.device)
+        prefilled = given.shape[-1]
     watcher = _StepWatcher(on_step, steps)
     torch.manual_seed(recipe.seed)
     with torch.inference_mode():
         audio = loaded.model.generate(
             **inputs,
-            max_new_tokens=steps,
+            max_new_tokens=steps - prefilled,
             **sampling_kwargs(recipe.sampling),
             stopping_criteria=StoppingCriteriaList([watcher]),
         )
     # generate leaves its own samples in the delay pattern's padded slots (its codec input skips them); show the pad
     # token there, as our loop does, so that tokens do not depend on the engine.
     tokens = watcher.tokens[:, : steps + 1].cpu()
-    pattern = loaded.delay_pattern(frames)
+    pattern = loaded.delay_pattern(frames, given)
     return audio[0, 0].float().cpu().numpy(), torch.where(pattern == FREE, tokens, pattern)

@@ -13,7 +13,8 @@ PACKAGES = ("studio", "probes")
 
 # Bottom up. A name stands for that module or package and everything inside it.
 LAYERS = [
-    ("studio.errors", "studio.files"),  # the base: what every module may raise or write with
+    ("studio.errors",),  # the base: what every module may raise ...
+    ("studio.files",),  # ... and read and write files with
     ("studio.fields",),  # strict JSON <-> frozen dataclasses
     ("studio.model",),  # loading MusicGen, and its facts
     ("probes.rfm",),  # formats: an RFM probe ...

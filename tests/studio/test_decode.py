@@ -168,6 +168,58 @@ def test_sampled_tokens_equal_transformers_generate_for_the_same_seed(tiny, samp
     assert torch.equal(decode(tiny, ["warm lofi piano"], frames, seed=seed, sampling=sampling).codes, codes)
 
 
+def tone(seconds: float, hz: float = 261.6, rate: int = 32000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(greedy=True), Sampling(greedy=True, guidance_scale=1.0), Sampling()])
+def test_continuation_equals_transformers_generate_with_input_values(tiny, sampling):
+    """An audio prompt: transformers encodes it and prefills it; we encode it (encode_audio) and prefill it in one
+    forward. Same tokens, greedy and sampled (the prefill draws nothing from the generator)."""
+    clip, frames, seed = tone(1.0), 90, 77
+    given = tiny.encode_audio(clip)
+    assert given.shape == (tiny.num_codebooks, 50)
+    kwargs = dict(do_sample=not sampling.greedy, guidance_scale=sampling.guidance_scale)
+    if not sampling.greedy:
+        kwargs.update(top_k=sampling.top_k, temperature=sampling.temperature)
+    model = tiny.model
+    inputs = tiny.tokenizer(["calm piano"], return_tensors="pt")
+    codec = model.audio_encoder
+    torch.manual_seed(seed)
+    with mock.patch.object(codec, "decode", wraps=codec.decode) as spy, torch.inference_mode():
+        audio = model.generate(
+            **inputs,
+            input_values=torch.from_numpy(clip)[None, None],
+            max_new_tokens=frames + tiny.num_codebooks - 1 - 50,
+            **kwargs,
+        )
+    theirs = spy.call_args.args[0][0]
+    steps = []
+    ours = decode(
+        tiny,
+        ["calm piano"],
+        frames,
+        seed=seed,
+        sampling=sampling,
+        given=given[None],
+        on_step=lambda d, _: steps.append(d),
+    )
+    assert torch.equal(ours.codes, theirs) and torch.equal(ours.codes[0, :, :50], given)
+    assert np.array_equal(ours.audio, audio[:, 0].numpy())
+    assert steps == list(range(51, frames + tiny.num_codebooks))  # steps after the prefill, as transformers counts
+
+
+def test_the_prefill_is_one_forward_that_hooks_see_at_positions_0_to_p(tiny):
+    given = tiny.encode_audio(tone(0.4))  # 20 frames
+    plan = random_plan(tiny, steps=tiny.steps_for(30))
+    with tiny.lock, HookManager(tiny, plan, capture_layer=2, cfg=True) as hooks:
+        decode(tiny, ["x"], 30, sampling=Sampling(greedy=True), given=given[None], with_audio=False)
+    assert hooks.forwards == 1 + (tiny.steps_for(30) - 20) and hooks.positions == tiny.steps_for(30)
+    with pytest.raises(InputError, match=r"given codes must be \[1, 4, P\] with 0 < P < frames \(20\)"):
+        decode(tiny, ["x"], 20, given=given[None])
+
+
 def test_steering_hooks_fire_in_our_loop_as_in_generate(tiny):
     """studio/hooks.py's HookManager steers and captures through our loop exactly as through generate."""
     frames = 30

@@ -170,6 +170,56 @@ def test_recipe_errors_are_raised_before_anything_runs(tiny, banks):
     assert hook_count(tiny) == 0 and lock_is_free(tiny)
 
 
+def write_tone(path: Path, seconds: float, rate: int = 32000, channels: int = 1, hz: float = 261.6) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    sf.write(path, np.stack([wave] * channels, axis=1), rate, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(greedy=True)])
+def test_a_continuation_is_steered_after_its_prompt_only_and_engines_agree(tiny, banks, tmp_path, sampling):
+    prompt = write_tone(tmp_path / "prompt.wav", 0.3)  # 15 frames of the 25
+    recipe = steered(sampling=sampling, audio_prompt=str(prompt))
+    fast, hf = (generate(tiny, recipe, banks=banks, engine=e) for e in (run_decode, run_reference))
+    assert torch.equal(fast.tokens, hf.tokens) and np.array_equal(fast.audio, hf.audio)
+    given = tiny.encode_audio(sf.read(prompt, dtype="float32")[0])
+    assert torch.equal(fast.tokens[0, 1:16], given[0]) and len(fast.audio) == 0.5 * 32000
+    assert not fast.plan.coefficients[:15].any() and fast.plan.coefficients[15:].abs().sum() > 0
+    plain = generate(tiny, replace(recipe, controls=()), banks=banks)
+    assert torch.equal(plain.tokens[:, :16], fast.tokens[:, :16])  # the prompt's columns are given ...
+    assert not torch.equal(plain.tokens, fast.tokens)  # ... what follows is steered
+
+
+def test_a_stereo_44k_prompt_is_mixed_and_resampled(tiny, banks, tmp_path):
+    stereo = write_tone(tmp_path / "stereo.wav", 0.3, rate=44100, channels=2)
+    mono = write_tone(tmp_path / "mono.wav", 0.3, rate=44100)
+    one, two = (generate(tiny, steered(audio_prompt=str(p)), banks=banks) for p in (stereo, mono))
+    assert torch.equal(one.tokens, two.tokens)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (
+            lambda d: write_tone(d / "long.wav", 0.5),
+            r"audio_prompt is 0\.50 s long; it must be .* shorter than the clip",
+        ),
+        (lambda d: write_tone(d / "tiny.wav", 0.01), r"audio_prompt is 0\.01 s long; it must be at least one frame"),
+        (lambda d: sf.write(d / "quiet.wav", np.zeros(8000), 32000) or d / "quiet.wav", "audio_prompt is silent"),
+        (
+            lambda d: (d / "notes.wav").write_text("not audio") or d / "notes.wav",
+            "audio_prompt cannot be read as audio",
+        ),
+        (lambda d: d / "missing.wav", "audio_prompt cannot be read as audio"),
+    ],
+)
+def test_bad_audio_prompts_are_refused_before_anything_runs(tiny, banks, tmp_path, make, words):
+    with pytest.raises(InputError, match=words):
+        generate(tiny, steered(audio_prompt=str(make(tmp_path))), banks=banks)
+    assert hook_count(tiny) == 0 and lock_is_free(tiny)
+
+
 class LinearReadout:
     """A stand-in readout probe: softmax(X @ W), so that the direction raising class c is known exactly."""
 
@@ -289,6 +339,26 @@ def test_cli_overrides_recipe_values(tmp_path, bank_folder, capsys):
     assert code == 0
     assert load_recipe(tmp_path / "out.json") == replace(recipe, seconds=0.2, seed=9)
     assert len(sf.read(out)[0]) == 6400
+
+
+def test_cli_continues_its_own_render(tmp_path, bank_folder, capsys):
+    recipe = replace(steered(), bank=str(bank_folder))
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    assert run_cli(capsys, "--recipe", write_recipe(tmp_path, recipe), "--out", first) == (0, [])
+    code, _ = run_cli(
+        capsys, "--recipe", write_recipe(tmp_path, recipe), "--continue", first, "--seconds", 1, "--out", second
+    )
+    assert code == 0
+    assert load_recipe(tmp_path / "second.json") == replace(recipe, audio_prompt=str(first), seconds=1.0)
+    audio, opening = sf.read(second)[0], sf.read(first)[0]
+    assert len(audio) == 32000
+    # the opening is the first render through the codec once more: close, not equal
+    assert np.corrcoef(audio[:16000], opening)[0, 1] > 0.5
+    code, errors = run_cli(capsys, "--recipe", write_recipe(tmp_path, recipe), "--continue", first, "--out", second)
+    assert code == 2 and errors == [
+        "error: audio_prompt is 0.50 s long; it must be at least one frame and shorter "
+        "than the clip (seconds = 0.5), which it opens"
+    ]
 
 
 def write_text(folder: Path, text: str) -> Path:

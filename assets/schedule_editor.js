@@ -49,6 +49,7 @@ const PRESETS = {
 // ---- state ----
 const state = {
   S: 10, names: [], curves: {}, selected: null, partner: null,
+  given: 0,          // seconds of audio prompt that open the clip: shaded, not steered
   focus: null,       // index of the focused / active point on the selected curve
   drag: null,        // {name, i, pointerId, before, moved}
   lastTap: null,     // {name, i, time} for double-click / double-tap detection
@@ -116,6 +117,7 @@ function load(raw) {
   const ok = value && typeof value === 'object' && value.curves && typeof value.curves === 'object';
   const curves = ok ? value.curves : {};
   state.S = value && Number(value.seconds) > 0 ? Number(value.seconds) : state.S;
+  state.given = value && Number(value.given) > 0 ? Math.min(Number(value.given), state.S) : 0;
   state.names = Object.keys(curves);
   state.curves = {};
   for (const name of state.names) {
@@ -133,7 +135,9 @@ function load(raw) {
 function snapshot() {
   const curves = {};
   for (const name of state.names) curves[name] = state.curves[name].map((p) => [p[0], p[1]]);
-  return { seconds: state.S, curves };
+  const value = { seconds: state.S, curves };
+  if (state.given > 0) value.given = state.given;
+  return value;
 }
 
 function commit() {
@@ -293,6 +297,10 @@ function drawPlot() {
 
   // The clickable background reaches a little past the plot so the 0% and 100% lines are easy to hit.
   svgEl('rect', { class: 'se-bg', x: x0 - 8, y: y0 - 8, width: x1 - x0 + 16, height: y1 - y0 + 16, rx: 6 }, svg);
+  if (state.given > 0) {   // the audio prompt: heard first, never steered
+    svgEl('rect', { class: 'se-given', x: x0, y: y0, width: xOf(state.given) - x0, height: y1 - y0 }, svg);
+    svgEl('text', { class: 'se-given-label', x: x0 + 6, y: y0 + 14, text: `prompt ${fmtT(state.given)}` }, svg);
+  }
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
     svgEl('line', { class: 'se-grid', x1: x0, x2: x1, y1: yOf(v), y2: yOf(v) }, svg);
     if (v === 0.25 || v === 0.75) continue;

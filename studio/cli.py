@@ -134,7 +134,7 @@ def run_generate(args) -> int:
         guidance_scale=args.guidance,
     )
     loaded = load_model(recipe.model, device=args.device, dtype=args.dtype)
-    steps = loaded.steps_for(loaded.check_seconds(recipe.seconds))
+    steps = loaded.steps_for(loaded.frames_for(recipe.seconds))  # checked by generate, window by window
     with tqdm(total=steps, desc="generating", unit="step", file=sys.stderr) as bar:
         # steps count from the clip's start: a continuation's bar starts past its prompt
         result = generate(

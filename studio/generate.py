@@ -34,7 +34,7 @@ from studio.decode import StepCallback, decode
 from studio.errors import Cancelled, InputError
 from studio.files import read_audio
 from studio.hooks import HookManager
-from studio.model import LoadedModel
+from studio.model import LoadedModel, apply_delay, strip_delay
 from studio.plan import SteeringPlan, build_plan
 from studio.readout import LiveReadout, Readout, compute_readout, probe_on
 from studio.recipe import Recipe, check_for_model
@@ -80,8 +80,9 @@ class Result:
 
 
 class _StepEvents:
-    """Called after every decoder step by either engine: raises Cancelled when asked, and emits StepEvents with the
-    live readout every `every` steps and at the last step."""
+    """Called after every decoder step by either engine: raises Cancelled when asked, copies the pass's captured
+    states into the clip's, and emits StepEvents with the live readout every `every` steps and at the last step.
+    Steps and states are counted on the whole clip's timeline: a window's pass starts at its first frame."""
 
     def __init__(
         self,
@@ -92,15 +93,47 @@ class _StepEvents:
         every: int,
     ):
         self.total, self.on_step, self.cancel, self.live, self.every = total, on_step, cancel, live, every
+        self.offset, self.captured, self.copied = 0, None, 0
+        self.emitted = 0  # a window's last K - 1 steps come again in the next window: each step is reported once
+
+    def next_pass(self, start: int, own: int, captured: torch.Tensor | None) -> None:
+        """The next pass's steps count from step `start` of the clip; its captured states from its step `own` on (the
+        ones before are the window's given opening, already in the clip's states) belong to the clip."""
+        self.offset, self.captured, self.copied = start, captured, start + own
 
     def __call__(self, done: int, total: int | None = None) -> None:
+        done += self.offset
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(f"generation cancelled after {done} of {self.total} steps")
-        if self.on_step is not None and done <= self.total:
+        if self.captured is not None and done > self.copied:
+            self.live.states[self.copied : done] = self.captured[self.copied - self.offset : done - self.offset]
+            self.copied = done
+        if self.on_step is not None and self.emitted < done <= self.total:
+            self.emitted = done
             probs = running = None
             if self.live is not None and (done % self.every == 0 or done == self.total):
                 probs, running = self.live.at(done - 1)
             self.on_step(StepEvent(done, self.total, probs, running))
+
+
+@dataclass(frozen=True)
+class Window:
+    """One decoder pass over frames ``start .. start + frames - 1`` of the clip, the first ``given`` of them given (the
+    audio prompt, or the end of the clip so far), prefilled rather than generated."""
+
+    start: int
+    frames: int
+    given: int
+
+
+def windows(frames: int, window: int, stride: int, prompt: int = 0) -> list[Window]:
+    """The passes that make a clip of `frames`: one when it fits a `window`, else windows that each open with the last
+    ``window - stride`` frames made so far and add up to `stride` more (the last one ends with the clip)."""
+    passes = [Window(0, min(frames, window), prompt)]
+    while (end := passes[-1].start + passes[-1].frames) < frames:
+        start = end - (window - stride)
+        passes.append(Window(start, min(window, frames - start), window - stride))
+    return passes
 
 
 def run_decode(
@@ -126,11 +159,15 @@ def audio_prompt_codes(loaded: LoadedModel, recipe: Recipe) -> torch.Tensor | No
         return None
     audio = read_audio(recipe.audio_prompt, loaded.sample_rate, "audio_prompt")
     frames = len(audio) * loaded.frame_rate // loaded.sample_rate  # whole frames: encode_audio drops the rest
-    if not 0 < frames < loaded.frames_for(recipe.seconds):
+    window, _ = recipe.extend.sizes(loaded.max_seconds)
+    if not 0 < frames < loaded.frames_for(min(recipe.seconds, window)):
+        longest = f"the clip (seconds = {recipe.seconds:g}), which it opens"
+        if window < recipe.seconds:
+            longest = f"the first window ({window:g} s), which it opens"
         raise InputError.at(
             "audio_prompt",
-            f"is {len(audio) / loaded.sample_rate:.2f} s long; it must be at least one frame and shorter than the "
-            f"clip (seconds = {recipe.seconds:g}), which it opens",
+            f"is {len(audio) / loaded.sample_rate:.2f} s long; it must be at least one frame and shorter than "
+            + longest,
         )
     return loaded.encode_audio(audio)
 
@@ -176,26 +213,47 @@ def generate(
     whatever happens.
     """
     banks, plan, given = prepare(loaded, recipe, banks)
-    steps = loaded.steps_for(loaded.frames_for(recipe.seconds))
+    frames = loaded.frames_for(recipe.seconds)
+    steps = loaded.steps_for(frames)
+    window, stride = recipe.extend.sizes(loaded.max_seconds)
+    passes = windows(
+        frames, loaded.frames_for(window), loaded.frames_for(stride), 0 if given is None else int(given.shape[-1])
+    )
     spec = recipe.readout
     bank = banks[spec.concept] if spec else None
     window_steps = max(1, round(spec.window_s * loaded.frame_rate)) if spec else 0
     probe = probe_on(bank.readout, loaded.device) if bank else None
-    every = readout_every or max(1, loaded.frame_rate // 5)
+    states = torch.zeros(steps, loaded.hidden_size, device=loaded.device) if bank else None
+    live = LiveReadout(states, probe, window_steps) if bank else None
+    events = _StepEvents(steps, on_step, cancel, live, readout_every or max(1, loaded.frame_rate // 5))
     cfg = recipe.sampling.guidance_scale > 1
+    codes = given  # [K, frames made so far]
     with loaded.lock:
         if cancel is not None and cancel.is_set():
             raise Cancelled("generation cancelled before it started")
-        with HookManager(
-            loaded, plan, capture_layer=bank.readout_layer if bank else None, steps=steps, cfg=cfg
-        ) as hooks:
-            live = LiveReadout(hooks.states, probe, window_steps) if bank else None
-            events = _StepEvents(steps, on_step, cancel, live, every)
-            audio, tokens = (engine or run_decode)(loaded, recipe, events, given)
+        for index, part in enumerate(passes):
+            part_steps = loaded.steps_for(part.frames)
+            part_plan = plan.rows(part.start, part_steps) if plan is not None else None
+            with HookManager(
+                loaded, part_plan, capture_layer=bank.readout_layer if bank else None, steps=part_steps, cfg=cfg
+            ) as hooks:
+                events.next_pass(part.start, part.given if index else 0, hooks.states)
+                # What the engine reads: the text, the sampling, this pass's length and seed (each later window
+                # samples with its own, so that windows do not repeat each other's draws). The hooks steer.
+                part_recipe = replace(
+                    recipe, seconds=part.frames / loaded.frame_rate, seed=recipe.seed + index, controls=()
+                )
+                opening = codes[:, part.start : part.start + part.given] if part.given else None
+                audio, tokens = (engine or run_decode)(loaded, part_recipe, events, opening)
+            made = strip_delay(tokens[None], part.frames)[0]
+            codes = made if codes is None else torch.cat([codes[:, : part.start], made], dim=1)
+        if len(passes) > 1:  # the whole clip through the codec at once: no joins to hear
+            audio = loaded.decode_codes(codes)
+            tokens = apply_delay(codes[None], loaded.start_token)[0]
     readout = None
     if bank:
         readout = compute_readout(
-            hooks.states, probe, spec.concept, bank.classes, bank.readout_layer, loaded.frame_rate, window_steps
+            states, probe, spec.concept, bank.classes, bank.readout_layer, loaded.frame_rate, window_steps
         )
     return Result(
         audio=audio,
@@ -207,4 +265,14 @@ def generate(
     )
 
 
-__all__ = ["StepEvent", "Result", "Engine", "run_decode", "audio_prompt_codes", "prepare", "generate"]
+__all__ = [
+    "StepEvent",
+    "Result",
+    "Engine",
+    "Window",
+    "windows",
+    "run_decode",
+    "audio_prompt_codes",
+    "prepare",
+    "generate",
+]

@@ -159,6 +159,14 @@ class LoadedModel:
             codes = codec.encode(samples[None, None].to(self.device, codec.dtype)).audio_codes
         return codes[0, 0, : self.num_codebooks].to("cpu", copy=True)
 
+    def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
+        """Codes [K, F] -> mono audio [F * hop] float32, through the codec as transformers' generate decodes."""
+        with torch.inference_mode():
+            values = self.model.audio_encoder.decode(
+                codes[None, None].to(self.device), audio_scales=[None]
+            ).audio_values
+        return values[0, 0].float().cpu().numpy()
+
 
 FREE = -1  # delay-pattern entry: the model's token goes here (any other value is a fixed pad token)
 

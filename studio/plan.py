@@ -51,6 +51,14 @@ class SteeringPlan:
     def num_controls(self) -> int:
         return int(self.coefficients.shape[2])
 
+    def rows(self, start: int, steps: int) -> "SteeringPlan":
+        """The plan of `steps` decoder steps from step `start` on (a window of a long clip; past the end, zeros)."""
+        coefficients = self.coefficients[start : start + steps]
+        missing = steps - len(coefficients)
+        if missing > 0:
+            coefficients = torch.cat([coefficients, coefficients.new_zeros(missing, *coefficients.shape[1:])])
+        return replace(self, coefficients=coefficients)
+
     def from_step(self, step: int) -> "SteeringPlan":
         """The plan with nothing added before `step`: an audio prompt's positions are given, not generated."""
         coefficients = self.coefficients.clone()

@@ -29,6 +29,11 @@ Field semantics:
   seconds).
 - ``readout``: the concept whose probe reads the hidden states during generation; ``layer`` is ``"best"`` (the
   bank's readout layer) or that layer's index; ``window_s`` the sliding window; null turns the readout off.
+- ``extend``: ``{"window_s": null, "stride_s": null}``. A clip longer than the window (null: the model's longest, 30 s
+  for MusicGen) is made window by window: each later window opens with the last ``window_s - stride_s`` seconds made
+  so far (prefilled, as an audio prompt) and adds ``stride_s`` seconds (null: 3/5 of the window, 18 s of 30).
+  Schedules, layer weights, gates and the readout are over the whole clip's timeline: each window runs the rows of the
+  one plan that fall in it.
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ MAX_STRENGTH = 5.0
 MAX_LAYER_WEIGHT = 5.0
 MAX_CONTROLS = 32
 MAX_PROMPT_CHARS = 2000
-MAX_SECONDS = 30.0  # MusicGen's training length; a model may allow less (check_for_model)
+MAX_SECONDS = 600.0  # a clip; past one window (MusicGen's 30 s) it is made window by window (Extension)
+MAX_WINDOW_S = 30.0  # MusicGen's training length; a model may allow less (check_for_model)
+STRIDE_SHARE = 0.6  # by default a later window adds 3/5 of itself: 18 s after 12 s of context for MusicGen's 30 s
 CFG_MODES = ("both", "cond_only")
 # The JSON keys each layer mode takes besides "mode".
 LAYER_MODE_KEYS = {
@@ -147,7 +154,7 @@ def _readout_layer(value: Any, path: str) -> int | str:
 class ReadoutSpec(JsonData):
     concept: str = spec(read=string)
     layer: int | str = spec("best", read=_readout_layer)
-    window_s: float = spec(1.0, read=number(0.0, MAX_SECONDS, low_open=True))
+    window_s: float = spec(1.0, read=number(0.0, MAX_WINDOW_S, low_open=True))
 
 
 def _version(value: Any, path: str) -> int:
@@ -170,6 +177,21 @@ def _model(value: Any, path: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Extension(JsonData):
+    """How a clip longer than one window is made: windows of ``window_s`` seconds (None: the model's longest), each
+    after the first opening with the last ``window_s - stride_s`` seconds made so far and adding ``stride_s`` more
+    (None: 3/5 of the window, 18 s of MusicGen's 30 as audiocraft's demo)."""
+
+    window_s: float | None = spec(None, read=optional(number(0.0, MAX_WINDOW_S, low_open=True)))
+    stride_s: float | None = spec(None, read=optional(number(0.0, MAX_WINDOW_S, low_open=True)))
+
+    def sizes(self, max_seconds: float) -> tuple[float, float]:
+        """(window, stride) in seconds for a model whose longest clip is `max_seconds`."""
+        window = self.window_s or max_seconds
+        return window, self.stride_s or STRIDE_SHARE * window
+
+
 @dataclass(frozen=True, kw_only=True)
 class Recipe(JsonData):
     version: int = spec(RECIPE_VERSION, read=_version, required=True)
@@ -183,6 +205,7 @@ class Recipe(JsonData):
     cfg_mode: str = spec("both", read=choice(CFG_MODES))
     controls: tuple[Control, ...] = spec((), read=items(nested(Control), MAX_CONTROLS))
     readout: ReadoutSpec | None = spec(None, read=optional(nested(ReadoutSpec)))
+    extend: Extension = spec(Extension(), read=nested(Extension))
 
     def __post_init__(self):
         for i, control in enumerate(self.controls):
@@ -260,8 +283,15 @@ def chosen_layers(spec: LayerSpec, num_layers: int) -> tuple[int, ...]:
 
 
 def check_for_model(recipe: Recipe, loaded) -> None:
-    """Refuse what the LoadedModel cannot do: too long a clip, layers it does not have, top-K above its layers."""
-    loaded.check_seconds(recipe.seconds)
+    """Refuse what the LoadedModel cannot do: too long a clip or window, layers it does not have, top-K above its
+    layers."""
+    window, stride = recipe.extend.sizes(loaded.max_seconds)
+    if recipe.seconds <= window:  # one pass
+        loaded.check_seconds(recipe.seconds)
+    elif window > loaded.max_seconds + 1e-9:
+        fail("extend.window_s", f"must be at most {loaded.max_seconds:g} for {loaded.model_id}, got {window:g}")
+    elif stride >= window:
+        fail("extend.stride_s", f"must be shorter than the window ({window:g} s), got {stride:g}")
     num_layers = loaded.num_layers
     for i, control in enumerate(recipe.controls):
         path, spec_ = f"controls[{i}].layers", control.layers
@@ -291,6 +321,7 @@ __all__ = [
     "LayerSpec",
     "Control",
     "ReadoutSpec",
+    "Extension",
     "Recipe",
     "parse_recipe",
     "load_recipe",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import soundfile as sf
 
 from probes.figures import auc_by_layer_figure
 from studio.banks import check_for_banks
@@ -29,6 +30,7 @@ from studio.ui.schedule_editor import EditorValue
 from studio.ui.session import Studio, on_gpu
 from studio.ui.widgets import (
     FIELDS,
+    LONGEST_SECONDS,
     MAX_ROWS,
     active_names,
     control_name,
@@ -61,12 +63,21 @@ def _unchanged(count: int) -> list:
 
 
 def retarget(*form) -> EditorValue:
-    """The schedule editor follows the clip length and the active controls (their curves kept, new ones constant)."""
+    """The schedule editor follows the clip length, the active controls (their curves kept, new ones constant) and the
+    audio prompt, which it shades."""
     values = values_of(form)
     current = values["schedule"]
     if not isinstance(current, EditorValue):
         current = EditorValue.constant(values["seconds"], [])
-    return current.retarget(values["seconds"], active_names(values))
+    return current.retarget(values["seconds"], active_names(values), given=prompt_seconds(values["audio_prompt"]))
+
+
+def prompt_seconds(path: str | None) -> float:
+    """The length of the audio prompt (0 without one, or when it cannot be read: generating will say why)."""
+    try:
+        return float(sf.info(path).duration) if path else 0.0
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return 0.0
 
 
 def add_row(count: int) -> list:
@@ -77,6 +88,18 @@ def add_row(count: int) -> list:
         + [gr.update(visible=i < count) for i in range(MAX_ROWS)]
         + [gr.update(value=True) if i == count - 1 else gr.update() for i in range(MAX_ROWS)]
     )
+
+
+CONTINUE_BY_S = 10.0
+
+
+def continue_this(rendered: str | None) -> tuple[str, float]:
+    """ "Continue this": the last render becomes the audio prompt, and the clip grows by its length again, by at most
+    CONTINUE_BY_S seconds (the slider's end permitting)."""
+    if not rendered:
+        raise gr.Error("Nothing to continue yet: generate a clip first, or upload one under Continue a clip.")
+    length = prompt_seconds(rendered)
+    return rendered, min(length + min(length, CONTINUE_BY_S), LONGEST_SECONDS)
 
 
 def dice() -> int:

@@ -16,13 +16,22 @@ from gradio.components import Component
 from probes.syntheory import CONCEPTS
 from studio.model import LoadedModel
 from studio.recipe import CFG_MODES, LAYER_MODES
-from studio.ui.handlers import Handlers, add_row, dice, retarget
+from studio.ui.handlers import Handlers, add_row, continue_this, dice, retarget
 from studio.ui.schedule_editor import ScheduleEditor
 from studio.ui.session import Studio, load_with_fallback
-from studio.ui.widgets import DEFAULT_GATE_P, DEFAULT_STRENGTH, FIELDS, MAX_ROWS, Layering, control_name
+from studio.ui.widgets import (
+    DEFAULT_GATE_P,
+    DEFAULT_STRENGTH,
+    FIELDS,
+    LONGEST_SECONDS,
+    MAX_ROWS,
+    Layering,
+    control_name,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "recipes"
 QUEUE_SIZE = 16  # waiting requests beyond this are refused instead of piling up on the GPU
+MAX_UPLOAD = "32mb"  # an audio prompt: three minutes of 44.1 kHz stereo WAV
 # The die is a small square at the foot of the seed row, lifted by the seed box's padding and border (the theme's
 # vertical block padding is --spacing-xl) so that it lines up with the box's input.
 CSS = """
@@ -58,6 +67,7 @@ class Results:
 
     run: gr.Button
     stop: gr.Button
+    go_on: gr.Button  # "Continue this": the last render becomes the audio prompt
     ab: gr.Checkbox
     outputs: list[Component]  # what a generation fills: status, readout plot, audio, baseline, WAV, JSON
     upload: gr.File
@@ -66,6 +76,10 @@ class Results:
     @property
     def status(self) -> gr.Markdown:
         return self.outputs[0]
+
+    @property
+    def steered(self) -> gr.Audio:
+        return self.outputs[2]
 
 
 @dataclass
@@ -108,11 +122,20 @@ def _controls(studio: Studio) -> Controls:
     form: dict[str, Component] = {}
     form["prompt"] = gr.Textbox(label="Prompt", value="warm lofi piano", lines=2)
     with gr.Row():
-        form["seconds"] = gr.Slider(0.5, loaded.max_seconds, value=seconds, step=0.5, label="Seconds")
+        # past the model's window the clip is made window by window (recipe "extend")
+        longest = max(LONGEST_SECONDS, loaded.max_seconds)
+        form["seconds"] = gr.Slider(0.5, longest, value=seconds, step=0.5, label="Seconds", elem_id="seconds")
         form["guidance"] = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="Guidance")
     with gr.Row(elem_id="seed-row"):
         form["seed"] = gr.Number(value=1234, precision=0, label="Seed", minimum=0)
         dice = gr.Button("🎲", size="sm", min_width=0, scale=0, elem_id="dice")
+    with gr.Accordion("Continue a clip", open=False):
+        form["audio_prompt"] = gr.Audio(
+            label="Audio prompt: the clip opens with it, and Seconds counts it in",
+            type="filepath",
+            sources=["upload"],
+            elem_id="audio-prompt",
+        )
     gr.Markdown("### Concept controls")
     classes = studio.classes(first)
     row_boxes = []
@@ -182,6 +205,7 @@ def _results() -> Results:
     status = gr.Markdown("", elem_id="status")
     plot = gr.Plot(label="Probe readout per timestep", elem_id="readout-plot")
     audio = gr.Audio(label="Steered", type="filepath", elem_id="audio-steered")
+    go_on = gr.Button("Continue this", size="sm", elem_id="continue")
     baseline = gr.Audio(label="Baseline (unsteered)", type="filepath", visible=False, elem_id="audio-baseline")
     with gr.Row():
         wav_file = gr.File(label="WAV", interactive=False, visible=False, height=90)
@@ -191,7 +215,8 @@ def _results() -> Results:
     examples = sorted(EXAMPLES_DIR.glob("*.json")) if EXAMPLES_DIR.is_dir() else []
     if examples:
         gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Example recipes")
-    return Results(run, stop, ab, [status, plot, audio, baseline, wav_file, recipe_file], upload, recipe_note)
+    outputs = [status, plot, audio, baseline, wav_file, recipe_file]
+    return Results(run, stop, go_on, ab, outputs, upload, recipe_note)
 
 
 def _banks(studio: Studio) -> Banks:
@@ -219,7 +244,7 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     quiet = dict(show_progress="hidden", queue=False)
     # the clip and the controls keep the schedule editor and the layer plot in step
     row_widgets = controls.row_widgets("on", "concept", "class")
-    for widget in [form["seconds"]] + row_widgets:
+    for widget in [form["seconds"], form["audio_prompt"]] + row_widgets:
         widget.change(retarget, inputs, form["schedule"], **quiet)
     for widget in [form[name] for name in ("layer_mode", "k", "kappa", "w0", "manual")] + row_widgets:
         widget.change(on.weights_plot, inputs, controls.layer_plot, **quiet)
@@ -235,14 +260,11 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     )
 
     # generate, streaming the readout; recipes in; the plain API
-    results.run.click(on.arm, None, None, queue=False).then(
-        on.run_recipe,
-        inputs + [results.ab],
-        results.outputs,
-        api_name="generate",
-        concurrency_limit=1,
-        concurrency_id="gpu",
-    )
+    run = dict(inputs=inputs + [results.ab], outputs=results.outputs, concurrency_limit=1, concurrency_id="gpu")
+    results.run.click(on.arm, None, None, queue=False).then(on.run_recipe, api_name="generate", **run)
+    results.go_on.click(continue_this, results.steered, [form["audio_prompt"], form["seconds"]], queue=False).success(
+        on.arm, None, None, queue=False
+    ).then(on.run_recipe, api_name=False, **run)
     results.stop.click(on.stop_run, None, None, queue=False)  # the run stops itself and says so
     results.upload.change(
         on.restore,
@@ -270,5 +292,5 @@ def serve(model: str, device: str | None, host: str, port: int, engine=None) -> 
     loaded, banner = load_with_fallback(model, device)
     app = build_app(loaded, banner, engine)
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(
-        server_name=host, server_port=port, max_file_size="1mb", css=CSS, show_error=True
+        server_name=host, server_port=port, max_file_size=MAX_UPLOAD, css=CSS, show_error=True
     )

@@ -1,7 +1,9 @@
 """The drawable time-schedule editor: one curve per steering control over the clip, as a Gradio 6 `gr.HTML` component.
 
 Value (on the wire, through the API, and `EditorValue.to_json()`):
-    {"seconds": S, "curves": {"<control name>": [[t, v], ...], ...}}
+    {"seconds": S, "curves": {"<control name>": [[t, v], ...], ...}, "given": G}
+"given" (optional, seconds) is the opening the clip continues (an audio prompt): the editor shades 0 .. G, where
+steering adds nothing.
 Each curve is piecewise linear in seconds: t rises strictly from exactly 0 to exactly S (the end points are pinned
 there) and every v lies in [0, 1]; v multiplies the control's strength at time t. Curve order is control order (JSON
 object order; a browser puts integer-like names such as "3" first, so give controls non-numeric names).
@@ -158,6 +160,7 @@ class EditorValue:
 
     seconds: float
     curves: dict[str, tuple[Point, ...]]
+    given: float = 0.0  # seconds of audio prompt at the start, shaded
 
     @classmethod
     def constant(cls, seconds: float, controls: Sequence[str]) -> EditorValue:
@@ -173,18 +176,23 @@ class EditorValue:
                 raw = json.loads(raw)
             except json.JSONDecodeError as err:
                 raise InputError(f"the schedule value is not valid JSON: {err}") from None
-        if not isinstance(raw, Mapping) or set(raw) != {"seconds", "curves"}:
-            raise InputError('the schedule value must be an object with exactly "seconds" and "curves"')
+        if not isinstance(raw, Mapping) or not {"seconds", "curves"} <= set(raw) <= {"seconds", "curves", "given"}:
+            raise InputError('the schedule value must be an object with "seconds", "curves" and optionally "given"')
         seconds = _seconds(raw["seconds"])
         curves = raw["curves"]
         if not isinstance(curves, Mapping):
             raise InputError('"curves" must be an object mapping control names to point lists')
         names = _control_names(list(curves))
-        return cls(seconds, {name: _validated_points(curves[name], seconds, f"curves[{name!r}]") for name in names})
+        given = _number(raw.get("given", 0.0), "given")
+        if not 0.0 <= given < seconds:
+            raise InputError(f"given must lie in [0, seconds={seconds}) (the audio prompt opens the clip), got {given}")
+        curves = {name: _validated_points(curves[name], seconds, f"curves[{name!r}]") for name in names}
+        return cls(seconds, curves, given)
 
     def to_json(self) -> dict[str, Any]:
-        """The wire form: plain lists, curves in control order."""
-        return {"seconds": self.seconds, "curves": {name: [list(p) for p in pts] for name, pts in self.curves.items()}}
+        """The wire form: plain lists, curves in control order; "given" only when there is an audio prompt."""
+        curves = {name: [list(p) for p in pts] for name, pts in self.curves.items()}
+        return {"seconds": self.seconds, "curves": curves} | ({"given": self.given} if self.given else {})
 
     def to_recipe_schedules(self) -> dict[str, dict[str, Any]]:
         """Per control, the recipe's schedule: {"kind": "points", "points": [[t, v], ...]} (t in seconds)."""
@@ -214,11 +222,13 @@ class EditorValue:
             curves[name] = _validated_points(schedule["points"], seconds, f"{field}.points", held_to_ends=True)
         return cls(seconds, curves)
 
-    def retarget(self, seconds: float, controls: Sequence[str]) -> EditorValue:
+    def retarget(self, seconds: float, controls: Sequence[str], given: float | None = None) -> EditorValue:
         """Follow a new clip length and control set: times scale by seconds / self.seconds (rounded to 0.01 s; an
         interior point that would no longer lie strictly inside is dropped), controls keep their curves in the new
-        order, new ones start constant at level 1, removed ones are dropped."""
+        order, new ones start constant at level 1, removed ones are dropped. `given` (None: kept) is the new audio
+        prompt's length, shaded up to the clip's end at most."""
         seconds = _seconds(seconds)
+        given = min(self.given if given is None else given, seconds)
         scale = seconds / self.seconds
         curves: dict[str, tuple[Point, ...]] = {}
         for name in _control_names(controls):
@@ -228,7 +238,7 @@ class EditorValue:
                 continue
             scaled = [(0.0, old[0][1])] + [(round_time(t * scale), v) for t, v in old[1:-1]] + [(seconds, old[-1][1])]
             curves[name] = _strictly_increasing(scaled, seconds)
-        return EditorValue(seconds, curves)
+        return EditorValue(seconds, curves, round_time(given) if given < seconds else 0.0)
 
 
 @cache

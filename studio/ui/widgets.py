@@ -9,6 +9,7 @@ values to its handlers (and to the /generate API).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from studio.errors import InputError
@@ -16,11 +17,13 @@ from studio.recipe import LayerSpec, Recipe, parse_recipe, read_layer_spec
 from studio.ui.schedule_editor import EditorValue
 
 MAX_ROWS = 4
+LONGEST_SECONDS = 180.0  # the Seconds slider's end: three minutes, made window by window past the model's 30 s
 DEFAULT_STRENGTH = 0.3
 DEFAULT_GATE_P = 0.3
 ROW_FIELDS = ("on", "concept", "class", "strength")
 FIELDS = (
     "prompt",
+    "audio_prompt",
     "seconds",
     "seed",
     "guidance",
@@ -112,6 +115,7 @@ def recipe_from_values(values: dict[str, Any], *, model_id: str, bank: str | Non
     return build_recipe(
         model_id=model_id,
         prompt=values["prompt"],
+        audio_prompt=values["audio_prompt"] or None,
         seconds=values["seconds"],
         seed=values["seed"],
         guidance=values["guidance"],
@@ -131,6 +135,8 @@ def values_from_recipe(recipe: Recipe) -> dict[str, Any]:
     layering = layering_from_recipe(recipe)
     values = dict(
         prompt=recipe.prompt,
+        # a recipe made elsewhere may name a clip this machine does not have: the page then shows none
+        audio_prompt=recipe.audio_prompt if recipe.audio_prompt and Path(recipe.audio_prompt).is_file() else None,
         seconds=recipe.seconds,
         seed=recipe.seed,
         guidance=recipe.sampling.guidance_scale,
@@ -164,6 +170,7 @@ def build_recipe(
     model_id: str,
     prompt: str,
     seconds: float,
+    audio_prompt: str | None = None,
     seed: int,
     guidance: float,
     cfg_mode: str,
@@ -196,6 +203,7 @@ def build_recipe(
             "model": model_id,
             "bank": bank,
             "prompt": prompt,
+            "audio_prompt": audio_prompt,
             "seconds": float(seconds),
             "seed": int(seed),
             "sampling": {"guidance_scale": float(guidance)},

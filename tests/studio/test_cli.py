@@ -58,7 +58,7 @@ def test_generate_writes_a_wav_of_the_requested_length_with_identical_bytes(tmp_
         (["--seconds", "0"], "seconds"),
         (["--seconds", "-1"], "seconds"),
         (["--seconds", "abc"], "seconds"),
-        (["--seconds", "31"], "seconds must be in (0, 30], got 31"),
+        (["--seconds", "601"], "seconds must be in (0, 600], got 601"),
         (["--model", "nobody/no-such-model"], "nobody/no-such-model"),
         (["--out", "/nonexistent-folder/x.wav"], "does not exist"),
     ],

@@ -13,10 +13,19 @@ import torch
 from bench.workloads import random_bank
 from studio.cli import main
 from studio.errors import BankError, Cancelled, InputError
-from studio.generate import StepEvent, generate, run_decode
-from studio.hooks import decoder_hooks
-from studio.model import ModelSignature
-from studio.recipe import Control, LayerSpec, ReadoutSpec, Recipe, Sampling, load_recipe
+from studio.generate import StepEvent, Window, generate, run_decode, windows
+from studio.hooks import HookManager, decoder_hooks
+from studio.model import ModelSignature, strip_delay
+from studio.recipe import (
+    Control,
+    Extension,
+    LayerSpec,
+    ReadoutSpec,
+    Recipe,
+    Sampling,
+    crossfade_controls,
+    load_recipe,
+)
 from studio.reference import run_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,6 +229,62 @@ def test_bad_audio_prompts_are_refused_before_anything_runs(tiny, banks, tmp_pat
     assert hook_count(tiny) == 0 and lock_is_free(tiny)
 
 
+def test_windows_cover_the_clip_each_opening_with_the_end_of_the_one_before():
+    assert windows(1000, 1500, 900) == [Window(0, 1000, 0)]
+    assert windows(3500, 1500, 900) == [
+        Window(0, 1500, 0),
+        Window(900, 1500, 600),
+        Window(1800, 1500, 600),
+        Window(2700, 800, 600),
+    ]
+    assert windows(2000, 1500, 900, prompt=200) == [Window(0, 1500, 200), Window(900, 1100, 600)]
+
+
+class RecordingHooks(HookManager):
+    """The real HookManager, remembering the plan each pass was given."""
+
+    plans: list = []
+
+    def __init__(self, loaded, plan=None, **kwargs):
+        RecordingHooks.plans.append(plan)
+        super().__init__(loaded, plan, **kwargs)
+
+
+def test_a_70_s_clip_runs_in_each_window_the_rows_of_the_one_plan(tiny, banks, monkeypatch):
+    monkeypatch.setattr("studio.generate.HookManager", RecordingHooks)
+    RecordingHooks.plans = []
+    openings = []
+    engine = lambda loaded, recipe, on_step, given: openings.append(given) or run_decode(loaded, recipe, on_step, given)
+    fade = crossfade_controls(*steered(seconds=70).controls, 5.0, 65.0)
+    recipe = steered(seconds=70, controls=fade, gate_p=1.0)
+    events = []
+    result = generate(tiny, recipe, events.append, banks=banks, engine=engine)
+    plan, F = result.plan, 3500
+    assert len(result.audio) == 70 * 32000 and result.tokens.shape == (4, F + 4) and plan.steps == F + 3
+    parts = windows(F, 1500, 900)
+    assert len(RecordingHooks.plans) == len(parts) == 4
+    for part, part_plan in zip(parts, RecordingHooks.plans):
+        rows = plan.coefficients[part.start : part.start + part.frames + 3]
+        assert torch.equal(part_plan.coefficients, rows) and torch.equal(part_plan.directions, plan.directions)
+    codes = strip_delay(result.tokens[None], F)[0]
+    assert openings[0] is None
+    for part, opening in zip(parts[1:], openings[1:]):
+        assert torch.equal(opening, codes[:, part.start : part.start + part.given])
+    assert [e.step for e in events] == list(range(1, F + 4))  # each step once, on the clip's timeline
+    assert result.readout.steps == F + 3 and torch.isfinite(result.readout.window).all()
+    audio = tiny.decode_codes(codes)
+    assert np.array_equal(result.audio, audio)
+
+
+def test_windows_and_continuation_give_the_same_tokens_on_both_engines(tiny, banks, tmp_path):
+    prompt = write_tone(tmp_path / "prompt.wav", 0.2)
+    recipe = steered(seconds=1.2, audio_prompt=str(prompt), extend=Extension(window_s=0.5, stride_s=0.3))
+    fast, hf = (generate(tiny, recipe, banks=banks, engine=e) for e in (run_decode, run_reference))
+    assert torch.equal(fast.tokens, hf.tokens) and np.array_equal(fast.audio, hf.audio)
+    torch.testing.assert_close(fast.readout.window, hf.readout.window, rtol=0, atol=1e-5)
+    assert torch.equal(fast.tokens[:, 1:11], hf.tokens[:, 1:11]) and len(fast.audio) == 1.2 * 32000
+
+
 class LinearReadout:
     """A stand-in readout probe: softmax(X @ W), so that the direction raising class c is known exactly."""
 
@@ -380,7 +445,7 @@ def write_text(folder: Path, text: str) -> Path:
             ),
             "controls[0].gate_p must be in (0, 1], got 1.5",
         ),
-        (lambda folder, recipe: write_recipe(folder, recipe, seconds=40), "seconds must be in (0, 30], got 40"),
+        (lambda folder, recipe: write_recipe(folder, recipe, seconds=700), "seconds must be in (0, 600], got 700"),
         (
             lambda folder, recipe: write_recipe(folder, replace(recipe, controls=(Control("notes", "H", 1.0),))),
             "controls[0].class 'H' is not a class of the 'notes' bank",

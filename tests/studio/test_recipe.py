@@ -127,8 +127,8 @@ def test_minimal_recipe_takes_the_documented_defaults():
         (with_control(schedule={"kind": "constant", "value": 2}), "controls[0].schedule.value must be in [-1, 1]"),
         (with_control(schedule={"kind": "sine"}), "controls[0].schedule.kind must be one of constant, linear"),
         (with_control(schedule={"kind": "constant", "rate": 1}), "controls[0].schedule.rate is not a known field here"),
-        (example(seconds=0), "seconds must be in (0, 30], got 0"),
-        (example(seconds=-1), "seconds must be in (0, 30], got -1"),
+        (example(seconds=0), "seconds must be in (0, 600], got 0"),
+        (example(seconds=-1), "seconds must be in (0, 600], got -1"),
         (example(seconds="10"), "seconds must be a number, got a string"),
         (example(seconds=float("nan")), "seconds must be a finite number"),
         (example(seed=1.5), "seed must be an integer"),
@@ -173,8 +173,12 @@ def test_a_render_record_loads_as_its_recipe(tmp_path):
 def test_checks_against_the_model(tiny):
     check_for_model(parse_recipe(example(seconds=30)), tiny)
     short = dataclasses.replace(tiny, max_seconds=8.0, model_id="short")
-    with pytest.raises(InputError, match=r"^seconds must be at most 8 for short, got 10"):
-        check_for_model(parse_recipe(DESIGN_EXAMPLE), short)
+    check_for_model(parse_recipe(DESIGN_EXAMPLE), short)  # 10 s: two windows of 8 s
+    with pytest.raises(InputError, match=r"^extend.window_s must be at most 8 for short, got 9"):
+        check_for_model(parse_recipe(example(extend={"window_s": 9})), short)
+    with pytest.raises(InputError, match=r"^extend.stride_s must be shorter than the window \(8 s\), got 8"):
+        check_for_model(parse_recipe(example(extend={"stride_s": 8})), short)
+    check_for_model(parse_recipe(example(seconds=8, controls=[], extend={"stride_s": 8})), short)  # one pass
     cases = [
         ({"mode": "uniform", "layers": [1, 6]}, r"controls\[0\]\.layers\.layers\[1\] must be a decoder layer 0..5"),
         (
@@ -293,5 +297,5 @@ def test_crossfade_controls_and_overrides():
     )
     recipe = with_overrides(parse_recipe(DESIGN_EXAMPLE), seed=7, guidance_scale=1.0, prompt=None)
     assert (recipe.seed, recipe.sampling.guidance_scale, recipe.prompt) == (7, 1.0, "warm lofi piano")
-    with pytest.raises(InputError, match=r"^seconds must be in \(0, 30\]"):
+    with pytest.raises(InputError, match=r"^seconds must be in \(0, 600\]"):
         with_overrides(recipe, seconds=-2.0)

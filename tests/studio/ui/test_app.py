@@ -1,13 +1,16 @@
 """The studio as users meet it: the real Gradio server, gradio_client, and Playwright driving Debian's Chromium."""
 
+import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -15,6 +18,7 @@ from studio.errors import Cancelled
 from studio.recipe import parse_recipe
 from studio.ui import CSS, build_app
 from studio.ui.handlers import STOPPED
+from studio.ui.layout import MAX_UPLOAD
 from studio.ui.session import Studio
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -49,7 +53,12 @@ def server(tiny):
     port = _free_port()
     app = build_app(tiny, banner="Running on the built-in tiny model.")
     app.queue(max_size=16, default_concurrency_limit=1).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, max_file_size="1mb"
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        css=CSS,
+        max_file_size=MAX_UPLOAD,
     )
     yield f"http://127.0.0.1:{port}/"
     app.close()
@@ -263,6 +272,72 @@ def test_stop_reaches_a_run_still_waiting_in_the_queue(tiny):
     studio.arm("visitor")
     *_, (kind, steered, _) = studio.stream(parse_recipe(RECIPE), "visitor", False)
     assert kind == "done" and len(steered.audio) == 32000 and not studio.cancels
+
+
+def _set_seconds(page, seconds: float) -> None:
+    box = page.get_by_label("number input for Seconds")
+    box.fill(f"{seconds:g}")
+    box.press("Enter")
+
+
+def _generated(page, expect, text: str, timeout: float = 120000) -> None:
+    """Wait until the status reads Done with `text` and the steered audio is offered."""
+    expect(page.locator("#status")).to_contain_text(text, timeout=timeout)
+    expect(page.locator("#audio-steered a[download]")).to_have_attribute("href", re.compile(r"steered\.wav$"))
+
+
+def test_browser_continue_this_grows_the_last_render_and_shades_its_opening(server, tmp_path, chromium_options):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(**chromium_options)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        _set_seconds(page, 1)
+        page.locator("#generate").click()
+        _generated(page, expect, "Done: 1 s of audio")
+        page.locator("#continue").click()  # the render opens a clip twice as long
+        _generated(page, expect, "Done: 2 s of audio")
+        expect(page.get_by_label("number input for Seconds")).to_have_value("2")
+        expect(page.locator("#schedule .se-given-label")).to_have_text("prompt 1 s")
+        shade = page.locator("#schedule .se-given").bounding_box()
+        plot = page.locator("#schedule .se-bg").bounding_box()
+        assert 0.4 < shade["width"] / (plot["width"] - 16) < 0.6  # half the 2 s timeline
+        page.screenshot(path=str(tmp_path / "continued.png"), full_page=True)
+        # an uploaded clip longer than the clip it should open: one clear line, and the page keeps working
+        long_clip = tmp_path / "long.wav"
+        t = np.arange(3 * 32000) / 32000
+        sf.write(long_clip, 0.3 * np.sin(2 * np.pi * 440 * t), 32000)
+        page.get_by_text("Continue a clip").click()
+        prompt = page.locator("#audio-prompt")
+        expect(prompt.locator("audio").first).to_be_attached()  # the render that was continued
+        prompt.get_by_role("button", name="Clear").click()
+        prompt.locator("input[type=file]").set_input_files(str(long_clip))
+        expect(page.locator("#schedule .se-given-label")).to_have_count(0)  # 3 s does not fit a 2 s clip
+        page.locator("#generate").click()
+        expect(page.get_by_text("audio_prompt is 3.00 s long")).to_be_visible(timeout=30000)
+        _set_seconds(page, 4)
+        expect(page.locator("#schedule .se-given-label")).to_have_text("prompt 3 s")
+        page.locator("#generate").click()
+        _generated(page, expect, "Done: 4 s of audio")
+        browser.close()
+
+
+def test_browser_renders_a_60_s_clip_window_by_window(server, chromium_options):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(**chromium_options)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        _set_seconds(page, 60)
+        expect(page.locator("#schedule .se-tick").last).to_have_text("60 s")
+        page.locator("#generate").click()
+        _generated(page, expect, "Done: 60 s of audio", timeout=300000)
+        wav = page.locator("#audio-steered a[download]").get_attribute("href")  # the file the player loads
+        audio, rate = sf.read(io.BytesIO(page.request.get(wav).body()))
+        assert len(audio) == 60 * rate
+        browser.close()
 
 
 def test_browser_trains_a_bank_that_the_controls_can_use(tiny, tmp_path, chromium_options):

@@ -90,6 +90,18 @@ def test_retarget_drops_points_that_would_collide_when_the_clip_shrinks():
     EditorValue.from_json(shrunk.to_json())  # still valid
 
 
+def test_an_audio_prompt_is_given_on_the_wire_and_kept_or_replaced_by_retarget():
+    value = EditorValue.constant(10, ["a"]).retarget(10, ["a"], given=3.333)
+    assert value.given == 3.33 and value.to_json()["given"] == 3.33
+    assert EditorValue.from_json(value.to_json()) == value
+    assert value.retarget(20, ["a"]).given == 3.33  # the prompt keeps its length when the clip grows
+    assert value.retarget(20, ["a"], given=0).to_json().keys() == {"seconds", "curves"}
+    assert value.retarget(3, ["a"]).given == 0.0  # no room left after it: nothing shaded
+    for bad, words in [(-1, r"given must lie in \[0, seconds=10.0\)"), (10, "given must lie"), ("x", "given must be")]:
+        with pytest.raises(InputError, match=words):
+            EditorValue.from_json({**value.to_json(), "given": bad})
+
+
 def test_presets_closed_forms():
     assert constant_points(8) == ((0.0, 1.0), (8.0, 1.0))
     assert ramp_points(8, 0.0, 1.0) == ((0.0, 0.0), (8.0, 1.0))

@@ -11,7 +11,7 @@ hidden 128; judged by basic-pitch on the first 24 held-out notes, without the qu
   output RMS 0.32 vs 0.38 in, at 1.06 s per step. An autoencoder sees the phase it must give back, so the
   waveform is a well-conditioned target, not the pull toward silence it is for a generator.
 - The start (_signal_preserving_init). EncodecModel's own start shrinks the signal layer by layer while the biases
-  of the residual blocks add a constant pattern ten times louder, so the decoder's first output does not depend on
+  of the residual blocks add a constant pattern ten times louder, so the decoder's first output barely depends on
   its input; with it (and no waveform term) 300 steps gave every held-out note the same 500 Hz buzz at RMS 0.045
   (2 of 24 right). Residual blocks now start as the identity, other convolutions variance-preserving, biases 0, the
   last convolution quiet. On its own it did not fix learning (the 1-3 of 24 above are with it); the waveform term
@@ -20,6 +20,14 @@ hidden 128; judged by basic-pitch on the first 24 held-out notes, without the qu
   step at batch 16 in a quick timing on the shared machine, against 2.8-3.3 s for four stages at the same widths
   (2.90 M parameters).
 - Adam at 1e-3 with EnCodec's betas (0.5, 0.9), 20 steps of linear warm-up.
+
+The committed defaults (`python -m probes tiny-model --stage codec`, seed 0, one thread, on a 2-core machine shared
+with other work): 1500 steps (800 as a plain autoencoder, then 700 with the quantizer) in 22 min 29 s, 0.90 s per
+step; 25 min for the whole command (1361 s to load the clips and train, then 2 x 45 s of basic-pitch). On all 96
+held-out notes basic-pitch hears the right pitch class in 92 (95.8%) after encode -> 4 x 512 codes -> decode, in
+95 (99.0%) through the plain autoencoder, in 96 (100%) of the original renders; output RMS 0.31 through the
+quantizer, 0.34 without, 0.35 in. Its misses: D# heard as A# and as B, A# heard as D# twice. 0.94 M parameters;
+model.safetensors 5.9 MB (float32, 1.46 M values with the codebook buffers: 2.9 MB as float16).
 
 Losses: the L1 waveform term, a multi-resolution STFT loss (log and linear magnitudes at three resolutions), a log-mel
 loss at 4096 and 2048 samples (15.6 Hz bins or finer, for notes down to 65 Hz), and the quantizer's commitment loss.

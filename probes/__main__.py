@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     train.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
     add_eval_arguments(sub.add_parser("eval", help="baseline vs steered: probe accuracy, DSP checks, CLAP, FD/MMD"))
+    tiny = sub.add_parser("tiny-model", help="rebuild the tiny MusicGen that knows music, from SynTheory renders")
+    tiny.add_argument("--stage", choices=["codec"], default="codec", help="what to (re)build")
+    tiny.add_argument("--out", type=Path, default=Path("assets/models/tiny"), help="where the model is saved")
+    tiny.add_argument("--work", type=Path, default=Path(".cache/tinymusic"), help="checkpoints (a rerun resumes)")
+    tiny.add_argument("--steps", type=int, default=None, help="training steps (default: the committed model's)")
+    tiny.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -125,6 +131,26 @@ def run_train(args) -> int:
     files = save_figure(auc_by_layer_figure(bank), out / "auc_by_layer")
     print(summary_table(bank))
     print(f"saved {out} ({', '.join(f.name for f in files)})")
+    return 0
+
+
+def run_tiny_model(args) -> int:
+    """Rebuild a stage of the tiny model, deterministically (one thread, a fixed seed), resuming from --work."""
+    import torch
+
+    from probes.tinymusic.build import build_codec
+    from probes.tinymusic.codec import CodecSettings
+
+    torch.set_num_threads(1)  # the same bytes on every run: float sums must not depend on the thread count
+    settings = CodecSettings(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
+    if settings.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {settings.steps}")
+    report = build_codec(args.out, args.work / f"codec-seed{args.seed}-steps{settings.steps}", settings)
+    print(
+        f"codec saved in {args.out / 'codec'}: basic-pitch hears the right pitch class in "
+        f"{report['reconstructed_accuracy']:.1%} of {report['held_out_notes']} held-out notes after the codec "
+        f"({report['original_accuracy']:.1%} of the originals)"
+    )
     return 0
 
 
@@ -193,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-        return {"train": run_train, "eval": run_eval}[args.command](args)
+        return {"train": run_train, "eval": run_eval, "tiny-model": run_tiny_model}[args.command](args)
     except StudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

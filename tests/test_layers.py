@@ -27,7 +27,7 @@ LAYERS = [
     ("studio.decode",),
     ("studio.generate", "studio.reference"),  # the runtime's top: a recipe in, audio and readout out
     ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),
-    ("probes.train",),
+    ("probes.train", "probes.tinymusic"),
     ("probes.evaluate",),  # the offline pipeline's top
     ("studio.ui",),  # the page: the runtime and the pipeline's training
     ("studio.cli",),  # entry points

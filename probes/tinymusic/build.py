@@ -1,0 +1,64 @@
+"""The one command that rebuilds the tiny model, stage by stage: `python -m probes tiny-model --out assets/models/tiny`.
+
+Stage "codec": render the clips (data.py), train the codec (codec.py; resumable from its checkpoint in --work), save
+it with save_pretrained under <out>/codec, and judge it: basic-pitch (probes/transcribe.py) transcribes the held-out
+notes after a pass through the codec, and the share whose pitch class it hears right goes to <out>/codec/report.json
+beside the same figure for the original renders.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from probes import transcribe
+from probes.tinymusic.codec import CodecSettings, reconstruct, train_codec
+from probes.tinymusic.data import Clips, training_clips
+from studio.errors import StudioError
+from studio.files import write_json
+
+
+def judge_codec(codec, notes: Clips, batch: int = 16) -> dict:
+    """Pitch-class accuracy of basic-pitch on the held-out notes, reconstructed and original."""
+    audio = torch.from_numpy(notes.audio)
+    rebuilt = torch.cat([reconstruct(codec, audio[i : i + batch]) for i in range(0, len(audio), batch)]).numpy()
+    heard = [transcribe.pitch_class(clip, notes.sample_rate) for clip in tqdm(rebuilt, desc="judging", leave=False)]
+    original = [transcribe.pitch_class(clip, notes.sample_rate) for clip in notes.audio]
+    return {
+        "judge": "basic-pitch 0.4.0 (ICASSP 2022, ONNX): pitch class with the most duration x amplitude",
+        "held_out_notes": len(notes.labels),
+        "reconstructed_accuracy": sum(h == y for h, y in zip(heard, notes.labels)) / len(notes.labels),
+        "original_accuracy": sum(h == y for h, y in zip(original, notes.labels)) / len(notes.labels),
+        "misheard": [{"label": y, "heard": h} for h, y in zip(heard, notes.labels) if h != y],
+    }
+
+
+def build_codec(out: Path, work: Path, settings: CodecSettings, progress: bool = True) -> dict:
+    """Train, save and judge the codec; returns the report (also written to <out>/codec/report.json)."""
+    reason = transcribe.unavailable()
+    if reason:  # before hours of work that could not be judged
+        raise StudioError(reason)
+    began = time.perf_counter()
+    train, held_out = training_clips(progress=progress)
+    with tqdm(total=settings.steps, desc="codec", unit="step", disable=not progress) as bar:
+
+        def report(done, total, losses, eta):
+            bar.n = done
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            bar.refresh()
+
+        codec = train_codec(train.audio, train.sample_rate, work, settings, report)
+    folder = out / "codec"
+    codec.save_pretrained(folder)
+    report_ = {
+        "settings": asdict(settings),
+        "training_clips": len(train.labels),
+        "build_seconds": round(time.perf_counter() - began, 1),
+        **judge_codec(codec, held_out),
+    }
+    write_json(folder / "report.json", report_)
+    return report_

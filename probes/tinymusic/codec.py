@@ -314,7 +314,7 @@ def train_codec(
             progress(
                 done,
                 settings.steps,
-                {"loss": float(loss), "stft": float(spec), "commit": float(commit)},
+                {"loss": loss.item(), "stft": spec.item(), "commit": commit.item()},
                 elapsed / (done - start) * (settings.steps - done),
             )
         if done % settings.checkpoint_every == 0 or done == settings.steps:

@@ -137,8 +137,8 @@ GOOD = {"seconds": 10, "curves": {"a": [[0, 1], [5, 0.5], [10, 0]]}}
     "mutate, message",
     [
         (lambda v: "{not json", "not valid JSON"),
-        (lambda v: {"curves": v["curves"]}, 'exactly "seconds" and "curves"'),
-        (lambda v: {**v, "extra": 1}, 'exactly "seconds" and "curves"'),
+        (lambda v: {"curves": v["curves"]}, '"seconds", "curves" and optionally "given"'),
+        (lambda v: {**v, "extra": 1}, '"seconds", "curves" and optionally "given"'),
         (lambda v: {**v, "seconds": 0}, "seconds must be above 0"),
         (lambda v: {**v, "seconds": float("nan")}, "seconds must be a finite number"),
         (lambda v: {**v, "seconds": True}, "seconds must be a finite number"),

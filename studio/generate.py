@@ -5,11 +5,18 @@ With MusicGen's codebook delay pattern, a clip of F audio frames needs F + num_c
 (50 * seconds + 3 for the published models). The steering plan has one row per step (studio/plan.py) and the hooks
 apply it (studio/hooks.py).
 
-Read ``generate`` top to bottom: check the recipe against the model and its banks and compile the plan (``prepare``),
-then, holding the model's lock, put the hooks on (studio/hooks.py), run the engine's decoder steps with a step event
-after each (live readout, cancellation), take the hooks off and classify the captured states (studio/readout.py).
+Read ``generate`` top to bottom: check the recipe against the model and its banks, compile the plan and encode the
+audio prompt (``prepare``), then, holding the model's lock, for each pass over the clip put the hooks on
+(studio/hooks.py), run the engine's decoder steps with a step event after each (live readout, cancellation) and take
+the hooks off; finally classify the captured states (studio/readout.py).
 
-The engine is a function ``(loaded, recipe, on_step) -> (audio, tokens)``: ``run_decode``, our decode loop
+Passes (``windows``): a clip that fits the model's window is one pass. A longer one is made window by window, as
+audiocraft extends: each later window opens with the end of the clip so far, given (prefilled, not generated), and
+adds up to a stride of new frames. Steps, plan rows and captured states are on the whole clip's timeline: window w's
+position t is the clip's step ``start_w + t``, so each window runs the rows of the one plan that fall in it.
+
+The engine is a function ``(loaded, recipe, on_step, given) -> (audio, tokens)`` (given: codes [K, P] that open the
+pass, or None): ``run_decode``, our decode loop
 (studio/decode.py: a preallocated KV cache, the whole step in a CUDA graph on a GPU), in the product; transformers'
 generate (studio/reference.py) as the reference for tests and ``--engine hf``. The hooks and step events are the same
 for both, and on the CPU both give the same tokens for the same recipe.

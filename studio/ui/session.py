@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.bank import ConceptBank
@@ -52,6 +53,14 @@ except ImportError:  # everywhere else it is a no-op
         return fn
 
 
+@dataclass
+class _Switch:
+    """A visitor's stop switch, shared by their runs waiting in the queue or running (`runs` of them)."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    runs: int = 0
+
+
 class Studio:
     """The resident model, its concept banks and the cancel switches of running generations.
 
@@ -65,7 +74,7 @@ class Studio:
         self.roots = [self.custom_root] if self.custom_root else model_banks_roots(loaded.model_id)
         self.write_root = self.custom_root or user_banks_root(loaded.model_id)
         self.banks: dict[str, ConceptBank] = {}
-        self.cancels: dict[str, threading.Event] = {}
+        self.cancels: dict[str, _Switch] = {}
         self.reload_banks()
 
     def reload_banks(self) -> None:
@@ -86,17 +95,22 @@ class Studio:
         return self.banks[concept].classes if concept in self.banks else []
 
     def arm(self, session: str) -> None:
-        """Give the session's next run a stop switch when Generate is pressed, so that Stop reaches the run while it
-        still waits in the queue. A switch not yet pulled is kept: a second press joins the run already armed."""
-        current = self.cancels.get(session)
-        if current is None or current.is_set():
-            self.cancels[session] = threading.Event()
+        """Count a run in when Generate is pressed, before it waits in the queue, so that Stop reaches it there too.
+        The session's runs, waiting or running, share one switch until it is pulled."""
+        switch = self.cancels.get(session)
+        if switch is None or switch.event.is_set():
+            switch = self.cancels[session] = _Switch()
+        switch.runs += 1
 
     def stream(self, recipe: Recipe, session: str, with_baseline: bool):
         """Run the recipe (then its unsteered baseline) in a worker thread; yield ("step", StepEvent) while it runs,
         then ("done", steered Result, baseline Result | None). Stop, or leaving the page, cancels it: the worker then
         raises Cancelled here, so the run itself reports that it stopped, after its last progress line."""
-        cancel = self.cancels.setdefault(session, threading.Event())  # armed by Generate, or fresh (the API)
+        switch = self.cancels.get(session)
+        if switch is None:  # not armed: a run from the API
+            self.arm(session)
+            switch = self.cancels[session]
+        cancel = switch.event
         events: queue.Queue = queue.Queue()
 
         def work():
@@ -112,22 +126,26 @@ class Studio:
 
         worker = threading.Thread(target=work, daemon=True, name=f"generate-{session}")
         worker.start()
+        ended = False  # the worker has finished
         try:
             while True:
                 item = events.get()
                 if isinstance(item, StepEvent):
                     yield "step", item
-                elif item[0] == "error":
+                    continue
+                ended = True
+                if item[0] == "error":
                     raise item[1]
-                else:
-                    yield item
-                    return
+                yield item
+                return
         finally:
-            cancel.set()  # a no-op when finished; stops the worker when the page went away
-            if self.cancels.get(session) is cancel:
+            if not ended:  # the page went away mid-run: stop the worker (and what this visitor has queued)
+                cancel.set()
+            switch.runs -= 1
+            if switch.runs <= 0 and self.cancels.get(session) is switch:
                 del self.cancels[session]
 
     def stop(self, session: str) -> None:
-        event = self.cancels.get(session)
-        if event is not None:
-            event.set()
+        switch = self.cancels.get(session)
+        if switch is not None:
+            switch.event.set()

@@ -272,6 +272,12 @@ def test_stop_reaches_a_run_still_waiting_in_the_queue(tiny):
     studio.arm("visitor")
     *_, (kind, steered, _) = studio.stream(parse_recipe(RECIPE), "visitor", False)
     assert kind == "done" and len(steered.audio) == 32000 and not studio.cancels
+    studio.arm("visitor")  # two presses: a run, and one waiting behind it
+    studio.arm("visitor")
+    for _ in range(2):  # the first ending does not stop the second
+        *_, (kind, _, _) = studio.stream(parse_recipe(RECIPE), "visitor", False)
+        assert kind == "done"
+    assert not studio.cancels
 
 
 def _set_seconds(page, seconds: float) -> None:

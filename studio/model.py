@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoTokenizer,
     ByT5Tokenizer,
     EncodecConfig,
@@ -351,7 +352,23 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def check_supported(config, source: str) -> None:
+    """Refuse, before any weights load, the MusicGen checkpoints the studio does not run yet: melody ones (another
+    class, with a chroma conditioning prefix) and stereo ones (two channels' codebooks interleaved)."""
+    if config.model_type != "musicgen":
+        raise ModelLoadError(
+            f"'{source}' is a {config.model_type} checkpoint; the studio runs MusicGen's text-to-music checkpoints "
+            f"(facebook/musicgen-small, -medium, -large); melody conditioning is not supported yet"
+        )
+    if getattr(config.decoder, "audio_channels", 1) != 1:
+        raise ModelLoadError(
+            f"'{source}' is a stereo MusicGen ({config.decoder.audio_channels} channels); the studio runs mono "
+            f"checkpoints (facebook/musicgen-small, -medium, -large); stereo is not supported yet"
+        )
+
+
 def _from_pretrained(source: str, local_only: bool):
+    check_supported(AutoConfig.from_pretrained(source, local_files_only=local_only), source)
     model = MusicgenForConditionalGeneration.from_pretrained(source, local_files_only=local_only)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     return model, tokenizer

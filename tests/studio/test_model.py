@@ -6,7 +6,7 @@ import torch
 
 from studio.errors import ModelLoadError
 from studio.generate import generate
-from studio.model import build_tiny_model, load_model, save_model
+from studio.model import build_tiny_model, codec_config, load_model, musicgen_config, save_model
 from studio.recipe import Recipe
 from studio.sampling import Sampling
 
@@ -73,6 +73,25 @@ def test_unreachable_uncached_hub_id_names_the_id_and_both_fixes():
 def test_folder_that_is_not_a_model_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="not a MusicGen folder"):
         load_model(str(tmp_path), device="cpu")
+
+
+def test_melody_and_stereo_checkpoints_are_refused_before_their_weights_load(tiny, tmp_path):
+    from transformers import MusicgenMelodyConfig
+
+    text = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    decoder = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128)
+    sizes = dict(num_filters=4, hidden_size=32, codebook_size=256, target_bandwidths=[1.6], num_lstm_layers=1)
+    melody = MusicgenMelodyConfig(
+        text_encoder=text, audio_encoder=codec_config(**sizes).to_dict(), decoder=dict(decoder, num_codebooks=4)
+    )
+    stereo = musicgen_config(text, sizes, dict(decoder, audio_channels=2, num_codebooks=8))
+    for name, config, words in [
+        ("melody", melody, "is a musicgen_melody checkpoint; .* melody conditioning is not supported yet"),
+        ("stereo", stereo, "is a stereo MusicGen \\(2 channels\\); .* stereo is not supported yet"),
+    ]:
+        config.save_pretrained(tmp_path / name)  # a config and no weights: refused before weights are looked for
+        with pytest.raises(ModelLoadError, match=words):
+            load_model(str(tmp_path / name), device="cpu")
 
 
 def test_cuda_asked_for_without_a_gpu_is_refused():

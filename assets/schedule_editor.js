@@ -117,7 +117,7 @@ function load(raw) {
   const ok = value && typeof value === 'object' && value.curves && typeof value.curves === 'object';
   const curves = ok ? value.curves : {};
   state.S = value && Number(value.seconds) > 0 ? Number(value.seconds) : state.S;
-  state.given = value && Number(value.given) > 0 ? Math.min(Number(value.given), state.S) : 0;
+  state.given = value && Number(value.given) > 0 ? Number(value.given) : 0;
   state.names = Object.keys(curves);
   state.curves = {};
   for (const name of state.names) {
@@ -298,8 +298,10 @@ function drawPlot() {
   // The clickable background reaches a little past the plot so the 0% and 100% lines are easy to hit.
   svgEl('rect', { class: 'se-bg', x: x0 - 8, y: y0 - 8, width: x1 - x0 + 16, height: y1 - y0 + 16, rx: 6 }, svg);
   if (state.given > 0) {   // the audio prompt: heard first, never steered
-    svgEl('rect', { class: 'se-given', x: x0, y: y0, width: xOf(state.given) - x0, height: y1 - y0 }, svg);
-    svgEl('text', { class: 'se-given-label', x: x0 + 6, y: y0 + 14, text: `prompt ${fmtT(state.given)}` }, svg);
+    const end = Math.min(state.given, state.S);
+    const note = state.given > state.S ? ': longer than the clip' : '';
+    svgEl('rect', { class: 'se-given', x: x0, y: y0, width: xOf(end) - x0, height: y1 - y0 }, svg);
+    svgEl('text', { class: 'se-given-label', x: x0 + 6, y: y0 + 14, text: `prompt ${fmtT(state.given)}${note}` }, svg);
   }
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
     svgEl('line', { class: 'se-grid', x1: x0, x2: x1, y1: yOf(v), y2: yOf(v) }, svg);

@@ -42,7 +42,8 @@ from studio.ui.widgets import (
 
 MAX_RECIPE_BYTES = 256 * 1024
 STOPPED = "Stopped: the generation was cancelled; nothing was rendered."
-REDRAW_AUDIO_S = 0.5  # progress and the readout plot are redrawn at least every half second of generated audio
+REDRAW_AUDIO_S = 0.5  # progress and the readout plot are redrawn every half second of generated audio ...
+MAX_REDRAWS = 60  # ... or less often on long clips: each redraw sends the whole plot, so many would cost O(length^2)
 
 
 def values_of(args) -> dict:
@@ -63,13 +64,23 @@ def _unchanged(count: int) -> list:
 
 
 def retarget(*form) -> EditorValue:
-    """The schedule editor follows the clip length, the active controls (their curves kept, new ones constant) and the
-    audio prompt, which it shades."""
+    """The schedule editor follows the clip length and the active controls (their curves kept, new ones constant);
+    the shaded prompt it holds stays."""
+    return _editor_of(values_of(form))
+
+
+def follow_prompt(*form) -> EditorValue:
+    """The schedule editor shades the new audio prompt. Only this handler and "Continue this" set the shade, each from
+    the prompt itself, so that a retarget racing it with a stale form cannot undo it."""
     values = values_of(form)
+    return _editor_of(values, given=prompt_seconds(values["audio_prompt"]))
+
+
+def _editor_of(values: dict, given: float | None = None) -> EditorValue:
     current = values["schedule"]
     if not isinstance(current, EditorValue):
         current = EditorValue.constant(values["seconds"], [])
-    return current.retarget(values["seconds"], active_names(values), given=prompt_seconds(values["audio_prompt"]))
+    return current.retarget(values["seconds"], active_names(values), given=given)
 
 
 def prompt_seconds(path: str | None) -> float:
@@ -93,13 +104,15 @@ def add_row(count: int) -> list:
 CONTINUE_BY_S = 10.0
 
 
-def continue_this(rendered: str | None) -> tuple[str, float]:
+def continue_this(rendered: str | None, *form) -> tuple[str, float, EditorValue]:
     """ "Continue this": the last render becomes the audio prompt, and the clip grows by its length again, by at most
-    CONTINUE_BY_S seconds (the slider's end permitting)."""
+    CONTINUE_BY_S seconds (the slider's end permitting); the schedule editor follows, the prompt shaded."""
     if not rendered:
         raise gr.Error("Nothing to continue yet: generate a clip first, or upload one under Continue a clip.")
     length = prompt_seconds(rendered)
-    return rendered, min(length + min(length, CONTINUE_BY_S), LONGEST_SECONDS)
+    seconds = min(length + min(length, CONTINUE_BY_S), LONGEST_SECONDS)
+    values = values_of(form) | {"seconds": seconds}
+    return rendered, seconds, _editor_of(values, given=length)
 
 
 def dice() -> int:
@@ -159,7 +172,7 @@ class Handlers:
             raise gr.Error(err.page_message) from None
         session = request.session_hash if request else "api"
         times, probs, started, drawn_step = [], [], time.perf_counter(), 0
-        redraw_steps = max(1, int(loaded.frame_rate * REDRAW_AUDIO_S))
+        redraw_steps = max(1, int(loaded.frame_rate * max(REDRAW_AUDIO_S, recipe.seconds / MAX_REDRAWS)))
         hidden = gr.update(visible=with_baseline, value=None)
         yield "Starting…", self._readout_plot(recipe, [], []), None, hidden, None, None
         try:

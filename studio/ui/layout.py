@@ -16,7 +16,7 @@ from gradio.components import Component
 from probes.syntheory import CONCEPTS
 from studio.model import LoadedModel
 from studio.recipe import CFG_MODES, LAYER_MODES
-from studio.ui.handlers import Handlers, add_row, continue_this, dice, retarget
+from studio.ui.handlers import Handlers, add_row, continue_this, dice, follow_prompt, retarget
 from studio.ui.schedule_editor import ScheduleEditor
 from studio.ui.session import Studio, load_with_fallback
 from studio.ui.widgets import (
@@ -244,8 +244,9 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     quiet = dict(show_progress="hidden", queue=False)
     # the clip and the controls keep the schedule editor and the layer plot in step
     row_widgets = controls.row_widgets("on", "concept", "class")
-    for widget in [form["seconds"], form["audio_prompt"]] + row_widgets:
+    for widget in [form["seconds"]] + row_widgets:
         widget.change(retarget, inputs, form["schedule"], **quiet)
+    form["audio_prompt"].change(follow_prompt, inputs, form["schedule"], **quiet)
     for widget in [form[name] for name in ("layer_mode", "k", "kappa", "w0", "manual")] + row_widgets:
         widget.change(on.weights_plot, inputs, controls.layer_plot, **quiet)
     app.load(on.weights_plot, inputs, controls.layer_plot, queue=False)
@@ -262,7 +263,8 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     # generate, streaming the readout; recipes in; the plain API
     run = dict(inputs=inputs + [results.ab], outputs=results.outputs, concurrency_limit=1, concurrency_id="gpu")
     results.run.click(on.arm, None, None, queue=False).then(on.run_recipe, api_name="generate", **run)
-    results.go_on.click(continue_this, results.steered, [form["audio_prompt"], form["seconds"]], queue=False).success(
+    continued = [form["audio_prompt"], form["seconds"], form["schedule"]]
+    results.go_on.click(continue_this, [results.steered] + inputs, continued, queue=False).success(
         on.arm, None, None, queue=False
     ).then(on.run_recipe, api_name=False, **run)
     results.stop.click(on.stop_run, None, None, queue=False)  # the run stops itself and says so

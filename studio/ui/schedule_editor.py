@@ -3,7 +3,7 @@
 Value (on the wire, through the API, and `EditorValue.to_json()`):
     {"seconds": S, "curves": {"<control name>": [[t, v], ...], ...}, "given": G}
 "given" (optional, seconds) is the opening the clip continues (an audio prompt): the editor shades 0 .. G, where
-steering adds nothing.
+steering adds nothing (all of the clip, and says so, when the prompt is longer than the clip).
 Each curve is piecewise linear in seconds: t rises strictly from exactly 0 to exactly S (the end points are pinned
 there) and every v lies in [0, 1]; v multiplies the control's strength at time t. Curve order is control order (JSON
 object order; a browser puts integer-like names such as "3" first, so give controls non-numeric names).
@@ -184,8 +184,8 @@ class EditorValue:
             raise InputError('"curves" must be an object mapping control names to point lists')
         names = _control_names(list(curves))
         given = _number(raw.get("given", 0.0), "given")
-        if not 0.0 <= given < seconds:
-            raise InputError(f"given must lie in [0, seconds={seconds}) (the audio prompt opens the clip), got {given}")
+        if given < 0.0:
+            raise InputError(f"given must be at least 0 (the audio prompt's length), got {given}")
         curves = {name: _validated_points(curves[name], seconds, f"curves[{name!r}]") for name in names}
         return cls(seconds, curves, given)
 
@@ -226,9 +226,9 @@ class EditorValue:
         """Follow a new clip length and control set: times scale by seconds / self.seconds (rounded to 0.01 s; an
         interior point that would no longer lie strictly inside is dropped), controls keep their curves in the new
         order, new ones start constant at level 1, removed ones are dropped. `given` (None: kept) is the new audio
-        prompt's length, shaded up to the clip's end at most."""
+        prompt's length."""
         seconds = _seconds(seconds)
-        given = min(self.given if given is None else given, seconds)
+        given = self.given if given is None else given
         scale = seconds / self.seconds
         curves: dict[str, tuple[Point, ...]] = {}
         for name in _control_names(controls):
@@ -238,7 +238,7 @@ class EditorValue:
                 continue
             scaled = [(0.0, old[0][1])] + [(round_time(t * scale), v) for t, v in old[1:-1]] + [(seconds, old[-1][1])]
             curves[name] = _strictly_increasing(scaled, seconds)
-        return EditorValue(seconds, curves, round_time(given) if given < seconds else 0.0)
+        return EditorValue(seconds, curves, round_time(given))
 
 
 @cache

@@ -319,7 +319,7 @@ def test_browser_continue_this_grows_the_last_render_and_shades_its_opening(serv
         expect(prompt.locator("audio").first).to_be_attached()  # the render that was continued
         prompt.get_by_role("button", name="Clear").click()
         prompt.locator("input[type=file]").set_input_files(str(long_clip))
-        expect(page.locator("#schedule .se-given-label")).to_have_count(0)  # 3 s does not fit a 2 s clip
+        expect(page.locator("#schedule .se-given-label")).to_have_text("prompt 3 s: longer than the clip")
         page.locator("#generate").click()
         expect(page.get_by_text("audio_prompt is 3.00 s long")).to_be_visible(timeout=30000)
         _set_seconds(page, 4)

@@ -9,6 +9,11 @@ greedy runs of both engines and reports how many tokens agree.
     python bench/generate.py                                   # tiny model on the CPU, 10 s of audio
     python bench/generate.py --shape small --seconds 2         # musicgen-small's shape on the CPU (random weights)
     python bench/generate.py --shape small,large --check       # on a GPU: fp16, 10 s, CFG 3 (the issue's figures)
+    python bench/generate.py --stream                          # first sound when streaming vs the whole render
+
+`--stream` times, for our engine and the steered recipe, how long after the call the first streamed audio arrives
+(studio/streaming.py, as the page plays it) against the whole render without streaming (what a listener waited for
+before), and what streaming adds to the whole render.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import logging
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -26,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.steer import timed  # noqa: E402
 from bench.workloads import SHAPES, random_bank, shaped_model, steered_recipe  # noqa: E402
 from studio.decode import decode  # noqa: E402
-from studio.generate import run_decode  # noqa: E402
+from studio.generate import generate, run_decode  # noqa: E402
 from studio.model import LoadedModel, resolve_device  # noqa: E402
 from studio.recipe import Recipe  # noqa: E402
 from studio.reference import run_reference, sampling_kwargs  # noqa: E402
@@ -59,6 +65,34 @@ def greedy_agreement(loaded: LoadedModel, frames: int, guidance: float) -> str:
     return f"greedy tokens equal to transformers': {agreement:.4f} (first differing step: {first})"
 
 
+def streamed(loaded: LoadedModel, recipe: Recipe, banks: dict) -> tuple[float, float]:
+    """(seconds to the first streamed audio, seconds to the whole render) of one streamed generation."""
+    first = []
+
+    def listen(event):
+        if event.audio is not None and not first:
+            first.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    generate(loaded, recipe, listen, banks=banks, stream_audio=True)
+    return first[0], time.perf_counter() - began
+
+
+def bench_stream(loaded: LoadedModel, recipe: Recipe, banks: dict, repeats: int) -> None:
+    plain = lambda: timed(loaded, recipe, banks)[0]  # noqa: E731
+    plain(), streamed(loaded, recipe, banks)  # warm-up
+    whole, firsts, totals = [], [], []
+    for _ in range(repeats):
+        whole.append(plain())
+        first, total = streamed(loaded, recipe, banks)
+        firsts.append(first)
+        totals.append(total)
+    w, f, t = (statistics.median(v) for v in (whole, firsts, totals))
+    print(f"first sound, streamed: median {f:.3f} s (runs {', '.join(f'{x:.3f}' for x in firsts)})")
+    print(f"whole render, not streamed: median {w:.3f} s; streamed: {t:.3f} s")
+    print(f"first sound / whole render: {f / w:.3f} ({w / f:.1f}x sooner); streaming adds {100 * (t / w - 1):+.1f}%")
+
+
 def bench_shape(shape: str, args) -> None:
     loaded = shaped_model(shape, args.device, args.dtype)
     bank = random_bank(loaded.signature, probe_points=1000 if shape == "tiny" else 8000)
@@ -84,6 +118,8 @@ def bench_shape(shape: str, args) -> None:
         f"{torch.get_num_threads()} threads; fast engine {'with' if graph else 'without'} CUDA graphs; steered: "
         f"2 controls on every layer, readout on ({len(bank.readout.centers)} probe centers)"
     )
+    if args.stream:
+        return bench_stream(loaded, recipes[not args.no_steer], banks, args.repeats)
     for config in configs:
         run(*config)  # warm-up
     times = {config: [] for config in configs}
@@ -121,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-steer", action="store_true", help="skip the steered runs")
     parser.add_argument("--check", action="store_true", help="also compare greedy tokens with transformers'")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--stream", action="store_true", help="time the first streamed audio instead of the engines")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:

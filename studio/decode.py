@@ -16,8 +16,8 @@ so on the CPU it gives generate's tokens: greedy, and sampled when generate runs
 whole preallocated cache with a mask, generate's over a growing one.
 
 Step semantics (shared with studio/hooks.py): step t = 0 is the first decoder forward; decoder step t computes
-sequence position t (position 0 is the BOS column) and predicts the tokens of position t + 1; ``on_step(t + 1, total)``
-is called after it.
+sequence position t (position 0 is the BOS column) and predicts the tokens of position t + 1; ``on_step(t + 1, total,
+sequence)`` is called after it, `sequence` the token grid [B * K, S] on the device (positions up to t + 1 are filled).
 
 Why the decoder stack's ``forward`` is swapped while we decode: steering (studio/hooks.py) is a set of module hooks on
 the decoder stack and its layers, so each step calls the stack module itself, once, with the new position only, and
@@ -59,7 +59,7 @@ from studio.sampling import Sampling, filter_scores, guide, sample
 
 log = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int], None]  # (steps done, total steps)
+StepCallback = Callable[[int, int, torch.Tensor], None]  # (steps done, total steps, the token grid [B * K, S] so far)
 WARMUP_STEPS = 3  # eager steps before capture: step 0 fills the cross-attention cache, the next ones settle kernels
 _ATTENTION = ("sdpa", "eager")
 
@@ -248,7 +248,7 @@ def _run_eager(program: _DecodeProgram, on_step: StepCallback | None) -> None:
     for done in range(program.given + 1, program.total + 1):
         program.step()
         if on_step is not None:
-            on_step(done, program.total)
+            on_step(done, program.total, program.sequence)
 
 
 def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
@@ -266,7 +266,7 @@ def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
         for done in range(program.given + 1, warmup + 1):
             program.step()
             if on_step is not None:
-                on_step(done, program.total)
+                on_step(done, program.total, program.sequence)
     torch.cuda.current_stream(device).wait_stream(side)
     if warmup == program.total:
         return
@@ -279,7 +279,7 @@ def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
     for done in range(warmup + 1, program.total + 1):
         graph.replay()
         if on_step is not None:
-            on_step(done, program.total)
+            on_step(done, program.total, program.sequence)
 
 
 def _check_request(
@@ -342,7 +342,7 @@ def decode(
 ) -> DecodeResult:
     """Generate `frames` audio frames (50 per second) for each prompt; the caller holds ``loaded.lock``.
 
-    Runs frames + K - 1 decoder steps, calling ``on_step(done, total)`` after each. Sampling draws from a
+    Runs frames + K - 1 decoder steps, calling ``on_step(done, total, sequence)`` after each. Sampling draws from a
     torch.Generator on the model's device seeded with `seed` (the global RNG is left alone): the same inputs and seed
     give the same tokens, eagerly or through the CUDA graph. ``use_cuda_graph=None`` uses a graph on CUDA when every
     decoder hook is marked replay-safe (see the module docstring); True insists, False never does.

@@ -45,6 +45,7 @@ from studio.model import LoadedModel, apply_delay, strip_delay
 from studio.plan import SteeringPlan, build_plan
 from studio.readout import LiveReadout, Readout, compute_readout, probe_on
 from studio.recipe import Recipe, check_for_model
+from studio.streaming import AudioStream
 
 # (loaded, recipe, on_step, given codes [K, P] of an audio prompt or None) -> audio, tokens [K, steps + 1]
 Engine = Callable[[LoadedModel, Recipe, StepCallback, torch.Tensor | None], tuple[np.ndarray, torch.Tensor]]
@@ -60,6 +61,7 @@ class StepEvent:
     total: int
     probs: list[float] | None = None
     running: list[float] | None = None
+    audio: np.ndarray | None = None  # with ``stream_audio``: the clip's next samples (float32), once each, in order
 
 
 @dataclass
@@ -88,8 +90,9 @@ class Result:
 
 class _StepEvents:
     """Called after every decoder step by either engine: raises Cancelled when asked, copies the pass's captured
-    states into the clip's, and emits StepEvents with the live readout every `every` steps and at the last step.
-    Steps and states are counted on the whole clip's timeline: a window's pass starts at its first frame."""
+    states into the clip's, and emits StepEvents with the live readout every `every` steps and at the last step, and
+    with the audio of the frames finished so far when `stream` decodes it. Steps, states and frames are counted on the
+    whole clip's timeline: a window's pass starts at its first frame."""
 
     def __init__(
         self,
@@ -98,17 +101,35 @@ class _StepEvents:
         cancel: threading.Event | None,
         live: LiveReadout | None,
         every: int,
+        stream: AudioStream | None = None,
     ):
         self.total, self.on_step, self.cancel, self.live, self.every = total, on_step, cancel, live, every
+        self.stream, self.part, self.before = stream, None, None
         self.offset, self.captured, self.copied = 0, None, 0
         self.emitted = 0  # a window's last K - 1 steps come again in the next window: each step is reported once
 
-    def next_pass(self, start: int, own: int, captured: torch.Tensor | None) -> None:
-        """The next pass's steps count from step `start` of the clip; its captured states from its step `own` on (the
-        ones before are the window's given opening, already in the clip's states) belong to the clip."""
-        self.offset, self.captured, self.copied = start, captured, start + own
+    def next_pass(self, part: Window, own: int, captured: torch.Tensor | None, before: torch.Tensor | None) -> None:
+        """The next pass: its steps count from the clip's step ``part.start``; its captured states from its step `own`
+        on (the ones before are the window's given opening, already in the clip's states) belong to the clip; `before`
+        holds the clip's codes [K, part.start] made before it (None for the first)."""
+        self.offset, self.captured, self.copied = part.start, captured, part.start + own
+        self.part, self.before = part, before
 
-    def __call__(self, done: int, total: int | None = None) -> None:
+    def _audio(self, done: int, tokens: torch.Tensor) -> np.ndarray | None:
+        """The stream's next samples, once the pass's token grid has finished enough frames (all of them at the end)."""
+        books = self.stream.loaded.num_codebooks
+        # frame f is finished when the grid holds position f + K: given frames at once in our loop's full-length
+        # grid, as transformers' growing one reaches them in its
+        finished = min(self.part.frames, max(self.part.given, done - self.offset - books + 1), tokens.shape[-1] - books)
+        last = done == self.total
+        if not self.stream.due(self.part.start + finished, last):
+            return None
+        codes = strip_delay(tokens[None, :books].cpu(), finished)[0]
+        if self.before is not None:
+            codes = torch.cat([self.before, codes], dim=1)
+        return self.stream.push(codes, last)
+
+    def __call__(self, done: int, total: int | None = None, tokens: torch.Tensor | None = None) -> None:
         done += self.offset
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(f"generation cancelled after {done} of {self.total} steps")
@@ -120,7 +141,8 @@ class _StepEvents:
             probs = running = None
             if self.live is not None and (done % self.every == 0 or done == self.total):
                 probs, running = self.live.at(done - 1)
-            self.on_step(StepEvent(done, self.total, probs, running))
+            audio = self._audio(done, tokens) if self.stream is not None else None
+            self.on_step(StepEvent(done, self.total, probs, running, audio))
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,7 @@ def generate(
     cancel: threading.Event | None = None,
     readout_every: int | None = None,
     engine: Engine | None = None,
+    stream_audio: bool = False,
 ) -> Result:
     """Render `recipe` on `loaded`: steered audio, the per-step readout and the tokens.
 
@@ -215,7 +238,8 @@ def generate(
     after every decoder step, with live readout rows every `readout_every` steps (default: 5 per second of audio)
     and at the last step. The same recipe on the same device gives identical audio, gates included. `engine` runs
     the decoder steps: ``run_decode`` (our loop, the default) or ``studio.reference.run_reference`` (transformers'
-    generate); on the CPU both give the same tokens.
+    generate); on the CPU both give the same tokens. With `stream_audio`, step events carry the clip's audio as its
+    frames are finished (studio/streaming.py: chunks that join to the final audio within float tolerance).
     Raises StudioError (InputError or BankError: invalid for this model or bank; Cancelled); hooks are removed
     whatever happens.
     """
@@ -232,7 +256,8 @@ def generate(
     probe = probe_on(bank.readout, loaded.device) if bank else None
     states = torch.zeros(steps, loaded.hidden_size, device=loaded.device) if bank else None
     live = LiveReadout(states, probe, window_steps) if bank else None
-    events = _StepEvents(steps, on_step, cancel, live, readout_every or max(1, loaded.frame_rate // 5))
+    every = readout_every or max(1, loaded.frame_rate // 5)
+    events = _StepEvents(steps, on_step, cancel, live, every, AudioStream(loaded) if stream_audio else None)
     cfg = recipe.sampling.guidance_scale > 1
     codes = given  # [K, frames made so far]
     with loaded.lock:
@@ -244,7 +269,8 @@ def generate(
             with HookManager(
                 loaded, part_plan, capture_layer=bank.readout_layer if bank else None, steps=part_steps, cfg=cfg
             ) as hooks:
-                events.next_pass(part.start, part.given if index else 0, hooks.states)
+                before = codes[:, : part.start] if index else None
+                events.next_pass(part, part.given if index else 0, hooks.states, before)
                 # What the engine reads: the text, the sampling, this pass's length and seed (each later window
                 # samples with its own, so that windows do not repeat each other's draws). The hooks steer.
                 part_recipe = replace(

@@ -18,16 +18,20 @@ from studio.sampling import Sampling
 
 
 class _StepWatcher(StoppingCriteria):
-    """transformers' per-step callback (a stopping criterion that never stops): keeps the tokens, reports the step."""
+    """transformers' per-step callback (a stopping criterion that never stops): keeps the tokens, reports the step
+    with the grid so far. generate leaves its own samples in the delay pattern's fixed slots (its codec input skips
+    them, and a given token lands in its slot only a step later), so the grid reported holds `pattern` there, as our
+    loop's does: tokens do not depend on the engine."""
 
-    def __init__(self, on_step: StepCallback, total: int):
-        self.on_step, self.total = on_step, total
+    def __init__(self, on_step: StepCallback, total: int, pattern: torch.Tensor):
+        self.on_step, self.total, self.pattern = on_step, total, pattern
         self.tokens: torch.Tensor | None = None
         self._running = None
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        self.tokens = input_ids
-        self.on_step(input_ids.shape[-1] - 1, self.total)
+        pattern = self.pattern[:, : input_ids.shape[-1]].to(input_ids.device)
+        self.tokens = torch.where(pattern == FREE, input_ids, pattern)
+        self.on_step(input_ids.shape[-1] - 1, self.total, self.tokens)
         if self._running is None or self._running.shape[0] != input_ids.shape[0]:
             self._running = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         return self._running
@@ -60,7 +64,8 @@ def run_reference(
     if given is not None:
         inputs["decoder_input_ids"] = given.to(loaded.device)
         prefilled = given.shape[-1]
-    watcher = _StepWatcher(on_step, steps)
+    pattern = loaded.delay_pattern(frames, given)
+    watcher = _StepWatcher(on_step, steps, pattern)
     torch.manual_seed(recipe.seed)
     with torch.inference_mode():
         audio = loaded.model.generate(
@@ -69,8 +74,4 @@ def run_reference(
             **sampling_kwargs(recipe.sampling),
             stopping_criteria=StoppingCriteriaList([watcher]),
         )
-    # generate leaves its own samples in the delay pattern's padded slots (its codec input skips them); show the pad
-    # token there, as our loop does, so that tokens do not depend on the engine.
-    tokens = watcher.tokens[:, : steps + 1].cpu()
-    pattern = loaded.delay_pattern(frames, given)
-    return audio[0, 0].float().cpu().numpy(), torch.where(pattern == FREE, tokens, pattern)
+    return audio[0, 0].float().cpu().numpy(), watcher.tokens[:, : steps + 1].cpu()

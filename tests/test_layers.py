@@ -23,7 +23,7 @@ LAYERS = [
     ("studio.recipe",),
     ("studio.banks",),
     ("studio.plan",),
-    ("studio.hooks", "studio.readout"),
+    ("studio.hooks", "studio.readout", "studio.streaming"),
     ("studio.decode",),
     ("studio.generate", "studio.reference"),  # the runtime's top: a recipe in, audio and readout out
     ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),

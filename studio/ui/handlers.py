@@ -11,12 +11,14 @@ a component: studio/ui/layout.py does, and wires these handlers to the page.
 from __future__ import annotations
 
 import html
+import io
 import random
 import tempfile
 import time
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import soundfile as sf
 
 from probes.figures import auc_by_layer_figure
@@ -49,6 +51,13 @@ MAX_REDRAWS = 60  # ... or less often on long clips: each redraw sends the whole
 def values_of(args) -> dict:
     """The form's positional values, keyed by widgets.FIELDS."""
     return dict(zip(FIELDS, args))
+
+
+def wav_bytes(audio, sample_rate: int) -> bytes:
+    """A chunk of the live stream: 16-bit WAV, which Gradio's stream encoder reads without a subprocess."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
 
 
 def _escape(text: str) -> str:
@@ -163,7 +172,9 @@ class Handlers:
 
     def run_recipe(self, request: gr.Request, *args):
         """Generate what the page describes, streaming progress and the readout plot, then the audio and files:
-        yields (status, readout plot, steered audio, baseline audio, WAV file, recipe + readout JSON file)."""
+        yields (status, readout plot, steered audio, baseline audio, WAV file, recipe + readout JSON file, live audio).
+        The live player gets the clip's audio as it is made (WAV chunks that Gradio streams on), the others at the
+        end."""
         *form, with_baseline = args
         loaded = self.studio.loaded
         try:
@@ -174,15 +185,18 @@ class Handlers:
         times, probs, started, drawn_step = [], [], time.perf_counter(), 0
         redraw_steps = max(1, int(loaded.frame_rate * max(REDRAW_AUDIO_S, recipe.seconds / MAX_REDRAWS)))
         hidden = gr.update(visible=with_baseline, value=None)
-        yield "Starting…", self._readout_plot(recipe, [], []), None, hidden, None, None
+        yield "Starting…", self._readout_plot(recipe, [], []), None, hidden, None, None, None
         try:
-            for item in self.stream(recipe, session, with_baseline):
+            for item in self.stream(recipe, session, with_baseline, live_audio=True):
                 if item[0] == "step":
                     event = item[1]
                     if event.probs is not None:
                         times.append((event.step - 1) / loaded.frame_rate)
                         probs.append(event.probs)
-                    if event.step - drawn_step >= redraw_steps or event.step == event.total:
+                    live = gr.update() if event.audio is None else wav_bytes(event.audio, loaded.sample_rate)
+                    if event.audio is not None and event.step - drawn_step < redraw_steps:
+                        yield *_unchanged(6), live
+                    elif event.step - drawn_step >= redraw_steps or event.step == event.total:
                         drawn_step = event.step
                         last = event.step == event.total
                         note = " Rendering the unsteered baseline…" if with_baseline and last else ""
@@ -191,6 +205,7 @@ class Handlers:
                             f"({event.step / loaded.frame_rate:.1f} s of audio).{note}",
                             self._readout_plot(recipe, times, probs) if recipe.readout else gr.update(),
                             *_unchanged(4),
+                            live,
                         )
                     continue
                 _, steered, baseline = item
@@ -208,9 +223,10 @@ class Handlers:
                     gr.update(visible=with_baseline, value=base_wav),
                     gr.update(value=wav, visible=True),
                     gr.update(value=record, visible=True),
+                    gr.update(),
                 )
         except Cancelled:
-            yield STOPPED, gr.update(), None, gr.update(), None, None
+            yield STOPPED, gr.update(), None, gr.update(), None, None, gr.update()
         except StudioError as err:
             raise gr.Error(err.page_message) from None
 

@@ -69,7 +69,7 @@ class Results:
     stop: gr.Button
     go_on: gr.Button  # "Continue this": the last render becomes the audio prompt
     ab: gr.Checkbox
-    outputs: list[Component]  # what a generation fills: status, readout plot, audio, baseline, WAV, JSON
+    outputs: list[Component]  # what a generation fills: status, readout plot, audio, baseline, WAV, JSON, live audio
     upload: gr.File
     recipe_note: gr.Markdown
 
@@ -204,6 +204,8 @@ def _results() -> Results:
     ab = gr.Checkbox(value=False, label="A/B: also render the unsteered baseline (same seed)")
     status = gr.Markdown("", elem_id="status")
     plot = gr.Plot(label="Probe readout per timestep", elem_id="readout-plot")
+    # plays the clip while it renders (Gradio encodes the chunks into one AAC stream); "Steered" holds the WAV after
+    live = gr.Audio(label="Live: plays as it renders", streaming=True, autoplay=True, elem_id="audio-live")
     audio = gr.Audio(label="Steered", type="filepath", elem_id="audio-steered")
     go_on = gr.Button("Continue this", size="sm", elem_id="continue")
     baseline = gr.Audio(label="Baseline (unsteered)", type="filepath", visible=False, elem_id="audio-baseline")
@@ -215,7 +217,7 @@ def _results() -> Results:
     examples = sorted(EXAMPLES_DIR.glob("*.json")) if EXAMPLES_DIR.is_dir() else []
     if examples:
         gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Example recipes")
-    outputs = [status, plot, audio, baseline, wav_file, recipe_file]
+    outputs = [status, plot, audio, baseline, wav_file, recipe_file, live]
     return Results(run, stop, go_on, ab, outputs, upload, recipe_note)
 
 

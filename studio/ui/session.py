@@ -102,10 +102,11 @@ class Studio:
             switch = self.cancels[session] = _Switch()
         switch.runs += 1
 
-    def stream(self, recipe: Recipe, session: str, with_baseline: bool):
-        """Run the recipe (then its unsteered baseline) in a worker thread; yield ("step", StepEvent) while it runs,
-        then ("done", steered Result, baseline Result | None). Stop, or leaving the page, cancels it: the worker then
-        raises Cancelled here, so the run itself reports that it stopped, after its last progress line."""
+    def stream(self, recipe: Recipe, session: str, with_baseline: bool, live_audio: bool = False):
+        """Run the recipe (then its unsteered baseline) in a worker thread; yield ("step", StepEvent) while it runs
+        (with the steered clip's audio as it is made when `live_audio`), then ("done", steered Result, baseline Result
+        | None). Stop, or leaving the page, cancels it: the worker then raises Cancelled here, so the run itself
+        reports that it stopped, after its last progress line."""
         switch = self.cancels.get(session)
         if switch is None:  # not armed: a run from the API
             self.arm(session)
@@ -115,7 +116,15 @@ class Studio:
 
         def work():
             try:
-                steered = generate(self.loaded, recipe, events.put, banks=self.banks, cancel=cancel, engine=self.engine)
+                steered = generate(
+                    self.loaded,
+                    recipe,
+                    events.put,
+                    banks=self.banks,
+                    cancel=cancel,
+                    engine=self.engine,
+                    stream_audio=live_audio,
+                )
                 baseline = None
                 if with_baseline:
                     plain = parse_recipe({**recipe.to_dict(), "controls": []})

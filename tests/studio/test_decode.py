@@ -203,7 +203,7 @@ def test_continuation_equals_transformers_generate_with_input_values(tiny, sampl
         seed=seed,
         sampling=sampling,
         given=given[None],
-        on_step=lambda d, _: steps.append(d),
+        on_step=lambda d, *_: steps.append(d),
     )
     assert torch.equal(ours.codes, theirs) and torch.equal(ours.codes[0, :, :50], given)
     assert np.array_equal(ours.audio, audio[:, 0].numpy())
@@ -243,7 +243,7 @@ def test_steps_callbacks_lengths_and_grid(tiny):
     frames = 23
     total = frames + tiny.num_codebooks - 1
     calls = []
-    result = decode(tiny, ["a", "bb"], frames, seed=3, on_step=lambda done, steps: calls.append((done, steps)))
+    result = decode(tiny, ["a", "bb"], frames, seed=3, on_step=lambda done, steps, _: calls.append((done, steps)))
     assert result.steps == total and calls == [(t, total) for t in range(1, total + 1)]
     assert result.audio.shape == (2, frames * 640) and result.audio.dtype == np.float32
     assert result.sample_rate == tiny.sample_rate == 32000
@@ -309,7 +309,7 @@ def test_steering_hooks_survive_replay(tiny):
 def test_stock_forward_is_back_after_an_exception_in_the_callback(tiny):
     stack = tiny.model.decoder.model.decoder
 
-    def stop(done, total):
+    def stop(done, total, tokens):
         if done == 5:
             raise KeyboardInterrupt
 

@@ -329,7 +329,15 @@ def test_browser_continue_this_grows_the_last_render_and_shades_its_opening(serv
         browser.close()
 
 
-def test_browser_renders_a_60_s_clip_window_by_window(server, chromium_options):
+# True while the live player is playing the clip and the status still says it is being generated
+PLAYING_WHILE_GENERATING = """() => {
+    const live = document.querySelector('#audio-live audio');
+    const status = document.querySelector('#status').innerText;
+    return live !== null && !live.paused && live.currentTime > 1 && status.startsWith('Generating');
+}"""
+
+
+def test_browser_plays_a_60_s_clip_while_it_renders_window_by_window(server, chromium_options):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
@@ -339,6 +347,8 @@ def test_browser_renders_a_60_s_clip_window_by_window(server, chromium_options):
         _set_seconds(page, 60)
         expect(page.locator("#schedule .se-tick").last).to_have_text("60 s")
         page.locator("#generate").click()
+        # the first second has played while most of the minute is still to be made (checked in the page, at once)
+        page.wait_for_function(PLAYING_WHILE_GENERATING, timeout=120000, polling=100)
         _generated(page, expect, "Done: 60 s of audio", timeout=300000)
         wav = page.locator("#audio-steered a[download]").get_attribute("href")  # the file the player loads
         audio, rate = sf.read(io.BytesIO(page.request.get(wav).body()))

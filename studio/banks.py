@@ -18,29 +18,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 
 from probes.bank import META_FILE, TENSORS_FILE, ConceptBank, train_command
 from studio.errors import BankError
 from studio.fields import fail
+from studio.files import user_home
 from studio.model import ModelSignature
 from studio.recipe import Control, Recipe, chosen_layers
 
 log = logging.getLogger(__name__)
 
 BANKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "banks"  # committed with the studio
-SPACE_DATA = Path("/data")  # a Hugging Face Space's persistent storage, when it has some
-
-
-def user_home() -> Path:
-    """The studio's own folder for what people build: $MUSICRFM_HOME, else /data/musicrfm on a Space with persistent
-    storage, else ~/.cache/musicrfm."""
-    if os.environ.get("MUSICRFM_HOME"):
-        return Path(os.environ["MUSICRFM_HOME"]).expanduser()
-    if os.environ.get("SPACE_ID") and SPACE_DATA.is_dir() and os.access(SPACE_DATA, os.W_OK):
-        return SPACE_DATA / "musicrfm"
-    return Path.home() / ".cache" / "musicrfm"
 
 
 def _model_folder_name(model_id: str) -> str:

@@ -1,10 +1,11 @@
 """Files written atomically: a temporary file in the same folder, renamed into place only when complete, so that a
-failed or cancelled run never leaves a half-written WAV, record or cache behind."""
+failed or cancelled run never leaves a half-written WAV, record or cache behind; and the user's folder they go to."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +18,23 @@ from scipy.signal import resample_poly
 from studio.errors import InputError
 
 SILENCE_RMS = 1e-4  # below this a clip holds nothing to continue
+SPACE_DATA = Path("/data")  # a Hugging Face Space's persistent storage, when it has some
+
+
+def user_home() -> Path:
+    """The studio's own folder for what people build (banks) and what it makes once (converted models): $MUSICRFM_HOME,
+    else /data/musicrfm on a Space with persistent storage, else ~/.cache/musicrfm."""
+    if os.environ.get("MUSICRFM_HOME"):
+        return Path(os.environ["MUSICRFM_HOME"]).expanduser()
+    if os.environ.get("SPACE_ID") and SPACE_DATA.is_dir() and os.access(SPACE_DATA, os.W_OK):
+        return SPACE_DATA / "musicrfm"
+    return Path.home() / ".cache" / "musicrfm"
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; renamed to `path` when the block succeeds, removed otherwise."""
+    """A temporary path beside `path` to write to; renamed to `path` when the block succeeds, removed otherwise. The
+    block may put a folder there instead of a file (unlink the file, write the folder): it moves into place alike."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -29,7 +42,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        elif os.path.exists(tmp):
             os.unlink(tmp)
 
 

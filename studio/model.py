@@ -34,7 +34,9 @@ from transformers import (
     T5Config,
 )
 
+from studio import audiocraft
 from studio.errors import InputError, ModelLoadError
+from studio.files import user_home
 
 log = logging.getLogger(__name__)
 
@@ -375,14 +377,18 @@ def _from_pretrained(source: str, local_only: bool):
 
 
 def _load_weights(name: str):
-    """(model, tokenizer, model_id) for a folder or a hub id; the HF cache is tried before the network."""
-    path = Path(name).expanduser()
+    """(model, tokenizer, model_id) for a folder or a hub id; the HF cache is tried before the network. A folder
+    exported by audiocraft's trainer is converted once, into <home>/models/, and loaded from there; it keeps its own
+    path as model id."""
+    path = source = Path(name).expanduser()
+    if audiocraft.is_export(path):
+        path = audiocraft.converted(path, user_home() / "models", check=check_supported)
     if path.is_dir():
         try:
             model, tokenizer = _from_pretrained(str(path), local_only=True)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"'{name}' is not a MusicGen folder written by save_pretrained ({err})") from err
-        return model, tokenizer, getattr(model.config, MODEL_ID_KEY, None) or str(path.resolve())
+        return model, tokenizer, getattr(model.config, MODEL_ID_KEY, None) or str(source.resolve())
     try:
         model, tokenizer = _from_pretrained(name, local_only=True)
     except (OSError, ValueError):

@@ -16,6 +16,7 @@ LAYERS = [
     ("studio.errors",),  # the base: what every module may raise ...
     ("studio.files",),  # ... and read and write files with
     ("studio.fields",),  # strict JSON <-> frozen dataclasses
+    ("studio.audiocraft",),  # audiocraft checkpoints -> transformers folders, for the loader above
     ("studio.model",),  # loading MusicGen, and its facts
     ("probes.rfm",),  # formats: an RFM probe ...
     ("probes.bank",),  # ... and a concept bank file

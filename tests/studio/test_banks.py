@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bench.workloads import random_bank
-from studio import banks
+from studio import banks, files
 from studio.errors import InputError
 from studio.model import ModelSignature
 
@@ -17,7 +17,7 @@ def test_the_user_folder_is_musicrfm_home_then_a_spaces_data_then_the_cache(tmp_
     assert banks.user_home() == tmp_path / "home"
     assert banks.user_banks_root("facebook/musicgen-small") == tmp_path / "home" / "banks" / "musicgen-small"
     monkeypatch.delenv("MUSICRFM_HOME")
-    monkeypatch.setattr(banks, "SPACE_DATA", tmp_path / "data")
+    monkeypatch.setattr(files, "SPACE_DATA", tmp_path / "data")
     monkeypatch.setenv("SPACE_ID", "someone/studio")
     assert banks.user_home() == Path.home() / ".cache" / "musicrfm"  # a Space without persistent storage
     (tmp_path / "data").mkdir()

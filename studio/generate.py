@@ -124,7 +124,7 @@ class _StepEvents:
         last = done == self.total
         if not self.stream.due(self.part.start + finished, last):
             return None
-        codes = strip_delay(tokens[None, :books].cpu(), finished)[0]
+        codes = strip_delay(tokens[None, :books, : finished + books].cpu(), finished)[0]  # only the columns it needs
         if self.before is not None:
             codes = torch.cat([self.before, codes], dim=1)
         return self.stream.push(codes, last)

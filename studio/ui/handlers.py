@@ -194,9 +194,7 @@ class Handlers:
                         times.append((event.step - 1) / loaded.frame_rate)
                         probs.append(event.probs)
                     live = gr.update() if event.audio is None else wav_bytes(event.audio, loaded.sample_rate)
-                    if event.audio is not None and event.step - drawn_step < redraw_steps:
-                        yield *_unchanged(6), live
-                    elif event.step - drawn_step >= redraw_steps or event.step == event.total:
+                    if event.step - drawn_step >= redraw_steps or event.step == event.total:
                         drawn_step = event.step
                         last = event.step == event.total
                         note = " Rendering the unsteered baseline…" if with_baseline and last else ""
@@ -207,6 +205,8 @@ class Handlers:
                             *_unchanged(4),
                             live,
                         )
+                    elif event.audio is not None:  # between redraws, only the live player's next chunk
+                        yield *_unchanged(6), live
                     continue
                 _, steered, baseline = item
                 folder = self._new_folder()

@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
     add_eval_arguments(sub.add_parser("eval", help="baseline vs steered: probe accuracy, DSP checks, CLAP, FD/MMD"))
     tiny = sub.add_parser("tiny-model", help="rebuild the tiny MusicGen that knows music, from SynTheory renders")
-    tiny.add_argument("--stage", choices=["codec"], default="codec", help="what to (re)build")
+    tiny.add_argument(
+        "--stage", choices=["all", "codec", "decoder"], default="all", help="what to build (decoder: on <out>/codec)"
+    )
     tiny.add_argument("--out", type=Path, default=Path("assets/models/tiny"), help="where the model is saved")
     tiny.add_argument("--work", type=Path, default=Path(".cache/tinymusic"), help="checkpoints (a rerun resumes)")
     tiny.add_argument("--steps", type=int, default=None, help="training steps (default: the committed model's)")
@@ -135,22 +137,36 @@ def run_train(args) -> int:
 
 
 def run_tiny_model(args) -> int:
-    """Rebuild a stage of the tiny model, deterministically (one thread, a fixed seed), resuming from --work."""
+    """Rebuild the tiny model (or one stage), deterministically (one thread, a fixed seed), resuming from --work."""
     import torch
 
-    from probes.tinymusic.build import build_codec
+    from probes.tinymusic.build import build_codec, build_decoder
     from probes.tinymusic.codec import CodecSettings
+    from probes.tinymusic.decoder import DecoderSettings
 
     torch.set_num_threads(1)  # the same bytes on every run: float sums must not depend on the thread count
-    settings = CodecSettings(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
-    if settings.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {settings.steps}")
-    report = build_codec(args.out, args.work / f"codec-seed{args.seed}-steps{settings.steps}", settings)
-    print(
-        f"codec saved in {args.out / 'codec'}: basic-pitch hears the right pitch class in "
-        f"{report['reconstructed_accuracy']:.1%} of {report['held_out_notes']} held-out notes after the codec "
-        f"({report['original_accuracy']:.1%} of the originals)"
-    )
+    stages = ["codec", "decoder"] if args.stage == "all" else [args.stage]
+    if args.steps is not None and (len(stages) > 1 or args.steps < 1):
+        raise InputError(f"--steps must be at least 1 and needs one --stage (codec or decoder), got {args.steps}")
+    steps = {} if args.steps is None else {"steps": args.steps}
+    if "codec" in stages:
+        settings = CodecSettings(seed=args.seed, **steps)
+        report = build_codec(args.out, args.work / f"codec-seed{args.seed}-steps{settings.steps}", settings)
+        print(
+            f"codec saved in {args.out / 'codec'}: basic-pitch hears the right pitch class in "
+            f"{report['reconstructed_accuracy']:.1%} of {report['held_out_notes']} held-out notes after the codec "
+            f"({report['original_accuracy']:.1%} of the originals)"
+        )
+    if "decoder" in stages:
+        settings = DecoderSettings(seed=args.seed, **steps)
+        report = build_decoder(args.out, args.work / f"decoder-seed{args.seed}-steps{settings.steps}", settings)
+        effect = report["caption_effect"]
+        print(
+            f"MusicGen saved in {args.out / 'musicgen'}: basic-pitch hears the named pitch class in "
+            f"{report['prompt_adherence']:.1%} of generated notes; held-out loss of the first frames "
+            f"{effect['right_class']:.3f} with the right class, {effect['class_6_semitones_off']:.3f} with one 6 "
+            f"semitones off"
+        )
     return 0
 
 

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--work", type=Path, default=Path(".cache/tinymusic"), help="checkpoints (a rerun resumes)")
     tiny.add_argument("--steps", type=int, default=None, help="training steps (default: the committed model's)")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--clips-per-class", type=int, default=None, help="a trial build on at most N clips per class (default: all)"
+    )
     return parser
 
 
@@ -148,10 +151,15 @@ def run_tiny_model(args) -> int:
     stages = ["codec", "decoder"] if args.stage == "all" else [args.stage]
     if args.steps is not None and (len(stages) > 1 or args.steps < 1):
         raise InputError(f"--steps must be at least 1 and needs one --stage (codec or decoder), got {args.steps}")
+    if args.clips_per_class is not None and args.clips_per_class < 1:
+        raise InputError(f"--clips-per-class must be at least 1, got {args.clips_per_class}")
     steps = {} if args.steps is None else {"steps": args.steps}
+    per_class = args.clips_per_class
+    trial = "" if per_class is None else f"-{per_class}-per-class"  # never resume one build from another's checkpoint
     if "codec" in stages:
         settings = CodecSettings(seed=args.seed, **steps)
-        report = build_codec(args.out, args.work / f"codec-seed{args.seed}-steps{settings.steps}", settings)
+        work = args.work / f"codec-seed{args.seed}-steps{settings.steps}{trial}"
+        report = build_codec(args.out, work, settings, per_class=per_class)
         print(
             f"codec saved in {args.out / 'codec'}: basic-pitch hears the right pitch class in "
             f"{report['reconstructed_accuracy']:.1%} of {report['held_out_notes']} held-out notes after the codec "
@@ -159,7 +167,9 @@ def run_tiny_model(args) -> int:
         )
     if "decoder" in stages:
         settings = DecoderSettings(seed=args.seed, **steps)
-        report = build_decoder(args.out, args.work / f"decoder-seed{args.seed}-steps{settings.steps}", settings)
+        work = args.work / f"decoder-seed{args.seed}-steps{settings.steps}{trial}"
+        # a trial build's model has learned little: one seed of generated notes is judgement enough
+        report = build_decoder(args.out, work, settings, seeds=5 if per_class is None else 1, per_class=per_class)
         effect = report["caption_effect"]
         print(
             f"MusicGen saved in {args.out / 'musicgen'}: basic-pitch hears the named pitch class in "

@@ -31,6 +31,7 @@ def auc_by_layer_figure(bank: ConceptBank) -> go.Figure:
     fig.update_layout(
         title=f"{bank.concept}: validation {metric} by layer ({bank.signature.model_id})",
         xaxis_title="decoder layer",
+        xaxis_dtick=max(1, len(layers) // 12),  # whole layers: a 4-layer model would get ticks at 0.5
         yaxis_title=f"validation {metric}",
         template="plotly_white",
         legend={"font": {"size": 10}},

@@ -23,13 +23,13 @@ from pathlib import Path
 from probes.bank import META_FILE, TENSORS_FILE, ConceptBank, train_command
 from studio.errors import BankError
 from studio.fields import fail
-from studio.files import user_home
+from studio.files import ASSETS, user_home
 from studio.model import ModelSignature
 from studio.recipe import Control, Recipe, chosen_layers
 
 log = logging.getLogger(__name__)
 
-BANKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "banks"  # committed with the studio
+BANKS_DIR = ASSETS / "banks"
 
 
 def _model_folder_name(model_id: str) -> str:

@@ -19,6 +19,7 @@ from studio.errors import InputError
 
 SILENCE_RMS = 1e-4  # below this a clip holds nothing to continue
 SPACE_DATA = Path("/data")  # a Hugging Face Space's persistent storage, when it has some
+ASSETS = Path(__file__).resolve().parent.parent / "assets"  # committed with the studio: models, banks, page assets
 
 
 def user_home() -> Path:

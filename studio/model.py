@@ -1,6 +1,11 @@
-"""Load a frozen MusicGen (a hub id, a local ``save_pretrained`` folder, or the built-in offline ``tiny`` model) and
+"""Load a frozen MusicGen (a hub id, a local ``save_pretrained`` folder, or one of the offline tiny models) and
 keep the facts about it that the rest of the studio needs: frame rate, steps for a clip, the codebook delay pattern,
 the decoder stack.
+
+The offline models: ``tiny`` is the small MusicGen trained here on SynTheory renders (``python -m probes tiny-model``;
+weights in assets/models/tiny/musicgen), which plays the pitch a caption names, and steering it changes what is heard;
+``tiny-random`` has the same kind of architecture with random weights, built in code from a seed, for unit tests that
+need speed and exactness only.
 
 The model is moved to its device once and put in eval mode with gradients off. Warming it up (the first generation on
 a GPU is several times slower than the next ones) is the decode loop's job: ``studio.decode.warm_up``.
@@ -33,10 +38,11 @@ from transformers import (
     MusicgenForConditionalGeneration,
     T5Config,
 )
+from transformers.utils import logging as hf_logging
 
 from studio import audiocraft
 from studio.errors import InputError, ModelLoadError
-from studio.files import user_home
+from studio.files import ASSETS, user_home
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,8 @@ class _MusicgenSpecialTokenNoise(logging.Filter):
 logging.getLogger("transformers.configuration_utils").addFilter(_MusicgenSpecialTokenNoise())
 
 TINY = "tiny"
+TINY_FOLDER = ASSETS / "models" / "tiny" / "musicgen"
+TINY_RANDOM = "tiny-random"
 TINY_SEED = 0
 TINY_DECODER = dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, ffn_dim=128)
 # MusicGen was trained on 30 s excerpts; longer clips need windowed generation, which we do not do.
@@ -197,8 +205,8 @@ def strip_delay(grid: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.stack([grid[:, k, k + 1 : k + 1 + frames] for k in range(grid.shape[1])], dim=1)
 
 
-def build_tiny_model() -> MusicgenForConditionalGeneration:
-    """A MusicGen with the real architecture at toy sizes, randomly initialised from a fixed seed.
+def build_tiny_random_model() -> MusicgenForConditionalGeneration:
+    """The tiny-random model: a MusicGen with the real architecture at toy sizes, random weights from a fixed seed.
 
     T5 text encoder, EnCodec-shaped 32 kHz audio codec (hop 640 = 50 Hz frames, 4 codebooks) and a 6-layer,
     64-wide decoder. Built offline; identical bytes on every machine with the same torch version.
@@ -208,7 +216,7 @@ def build_tiny_model() -> MusicgenForConditionalGeneration:
         codec=dict(num_filters=4, hidden_size=32, codebook_size=256, target_bandwidths=[1.6], num_lstm_layers=1),
         decoder=dict(vocab_size=256, max_position_embeddings=1504, **TINY_DECODER),
     )
-    setattr(config, MODEL_ID_KEY, TINY)
+    setattr(config, MODEL_ID_KEY, TINY_RANDOM)
     fork_devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(TINY_SEED)
@@ -395,7 +403,7 @@ def _load_weights(name: str):
         fix = (
             f"cannot load model '{name}': it is not in the local Hugging Face cache and the hub is not reachable. "
             f"Fix: run once with internet access to cache it, or pass a local folder written by save_pretrained "
-            f"(--model /path/to/folder); --model tiny runs the built-in offline model"
+            f"(--model /path/to/folder); --model tiny runs the tiny model trained here, offline"
         )
         if not _hub_reachable():
             raise ModelLoadError(fix) from None
@@ -427,17 +435,35 @@ def as_loaded(
         num_layers=int(dec.num_hidden_layers),
         hidden_size=int(dec.hidden_size),
         max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks) / frame_rate),
-        is_tiny=model_id == TINY,
+        is_tiny=model_id in (TINY, TINY_RANDOM),
         signature=ModelSignature(model_id, config_hash(model), int(dec.hidden_size), int(dec.num_hidden_layers)),
     )
 
 
+def load_tiny_model() -> MusicgenForConditionalGeneration:
+    """The tiny MusicGen trained here, from its committed save_pretrained folder."""
+    if not (TINY_FOLDER / "model.safetensors").is_file():
+        raise ModelLoadError(
+            f"the tiny model's weights are missing from {TINY_FOLDER}: restore them from git, or rebuild them with "
+            f"`python -m probes tiny-model`; --model tiny-random runs a random-weight model without them"
+        )
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # it loads in an instant: a "Loading weights" bar would only be noise
+    try:
+        return MusicgenForConditionalGeneration.from_pretrained(TINY_FOLDER)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(name: str = TINY, device: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Load MusicGen by hub id, folder or "tiny", move it to `device` once and freeze it."""
+    """Load MusicGen by hub id, folder, "tiny" or "tiny-random", move it to `device` once and freeze it."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     if name == TINY:
-        model, tokenizer, model_id = build_tiny_model(), tiny_tokenizer(), TINY
+        model, tokenizer, model_id = load_tiny_model(), tiny_tokenizer(), TINY
+    elif name == TINY_RANDOM:
+        model, tokenizer, model_id = build_tiny_random_model(), tiny_tokenizer(), TINY_RANDOM
     else:
         model, tokenizer, model_id = _load_weights(name)
     loaded = as_loaded(model, tokenizer, model_id, torch_device, torch_dtype)

@@ -1,5 +1,5 @@
-"""Shared test set-up: one thread (two threads on a shared 2-core machine can be 100x slower), one tiny model per
-run."""
+"""Shared test set-up: one thread (two threads on a shared 2-core machine can be 100x slower), each tiny model loaded
+once per run."""
 
 import os
 import tempfile
@@ -15,7 +15,15 @@ os.environ["MUSICRFM_HOME"] = tempfile.mkdtemp(prefix="musicrfm-tests-")
 
 @pytest.fixture(scope="session")
 def tiny():
-    """The built-in tiny MusicGen on the CPU, loaded once per test run. Tests must not modify it."""
+    """The tiny MusicGen trained here (assets/models/tiny/musicgen) on the CPU. Tests must not modify it."""
     from studio.model import load_model
 
     return load_model("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_random():
+    """The random-weight tiny MusicGen, built in code: for tests of mechanics that need no musical model."""
+    from studio.model import load_model
+
+    return load_model("tiny-random", device="cpu")

@@ -28,7 +28,6 @@ from probes.tinymusic.decoder import (
     DecoderSettings,
     cached_codes,
     caption_effect,
-    captioned_clips,
     judge_prompts,
     train_decoder,
 )
@@ -51,13 +50,15 @@ def judge_codec(codec, notes: Clips, batch: int = 16) -> dict:
     }
 
 
-def build_codec(out: Path, work: Path, settings: CodecSettings, progress: bool = True) -> dict:
+def build_codec(
+    out: Path, work: Path, settings: CodecSettings, progress: bool = True, per_class: int | None = None
+) -> dict:
     """Train, save and judge the codec; returns the report (also written to <out>/codec/report.json)."""
     reason = transcribe.unavailable()
     if reason:  # before hours of work that could not be judged
         raise StudioError(reason)
     began = time.perf_counter()
-    train, held_out = training_clips(progress=progress)
+    train, held_out = training_clips(progress=progress, per_class=per_class)
     with tqdm(total=settings.steps, desc="codec", unit="step", disable=not progress) as bar:
 
         def report(done, total, losses, eta):
@@ -78,7 +79,14 @@ def build_codec(out: Path, work: Path, settings: CodecSettings, progress: bool =
     return report_
 
 
-def build_decoder(out: Path, work: Path, settings: DecoderSettings, progress: bool = True, seeds: int = 5) -> dict:
+def build_decoder(
+    out: Path,
+    work: Path,
+    settings: DecoderSettings,
+    progress: bool = True,
+    seeds: int = 5,
+    per_class: int | None = None,
+) -> dict:
     """Train the T5 text encoder and MusicGen decoder on the codes of the codec in <out>/codec (decoder.py; resumable
     from its checkpoint in `work`), save the whole MusicGen with save_pretrained under <out>/musicgen, and judge it:
     how much the caption moves the held-out notes' loss, and basic-pitch on generated notes (report.json)."""
@@ -87,7 +95,7 @@ def build_decoder(out: Path, work: Path, settings: DecoderSettings, progress: bo
         raise StudioError(reason)
     began = time.perf_counter()
     codec = EncodecModel.from_pretrained(out / "codec").eval()
-    train, held = captioned_clips(progress=progress)
+    train, held = training_clips(progress=progress, per_class=per_class)
     codes = cached_codes(codec, train, work.parent)
     with tqdm(total=settings.steps, desc="decoder", unit="step", disable=not progress) as bar:
 

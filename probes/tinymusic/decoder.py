@@ -17,9 +17,8 @@ SynTheory renders (data.py), with captions made from their labels.
   (3000 steps, all concepts; run once through the same train_decoder, at one thread, ~0.46 s/step when alone) the
   first 8 frames' loss was 3.234 right / 3.490 six semitones off / 3.320 no class / 3.344 empty, and basic-pitch
   heard the named pitch class in 32 of 36 notes of 2 s (12 classes x seeds 0-2, top-k 250, guidance 3); for "a note
-  on a piano" it heard 10 of the 12 classes over the same 36 (F# 9, G 7, F 6, E 4, C 3, ...).
-  NOT YET LANDED (next step): run `python -m probes tiny-model --stage decoder` (the committed weights must come from
-  the command), commit <out>/musicgen, README figures; then banks, `--model tiny` on it, the experiment.
+  on a piano" it heard 10 of the 12 classes over the same 36 (F# 9, G 7, F 6, E 4, C 3, ...). The committed model
+  is that run's bytes, rebuilt by `python -m probes tiny-model --stage decoder`; its report.json holds its figures.
 - Deterministic: the batch of step t comes from a generator seeded with (seed, t); checkpoints every
   `checkpoint_every` steps hold the model, optimizer and step, so a resumed run continues the same sequence.
   (tests/probes/tinymusic/test_decoder.py: two runs and an interrupted-then-resumed run give the same bytes; this
@@ -39,8 +38,7 @@ import torch
 import torch.nn.functional as F
 from transformers import EncodecModel, MusicgenForCausalLM, MusicgenForConditionalGeneration, T5EncoderModel
 
-from probes.syntheory import load_concept
-from probes.tinymusic.data import CAPS, INSTRUMENTS, NOTE_OCTAVES, held_out
+from probes.tinymusic.data import Clips
 from studio.files import atomic_path
 from studio.model import apply_delay, musicgen_config, sampling_defaults, tiny_tokenizer
 
@@ -99,44 +97,6 @@ class DecoderSettings:
     checkpoint_every: int = 500
 
 
-@dataclass(frozen=True)
-class Captioned:
-    audio: np.ndarray  # [N, samples]
-    concepts: list[str]
-    labels: list[str]
-    programs: list[int | None]  # GM program, None for tempos
-    sample_rate: int
-
-
-def captioned_clips(progress: bool = False) -> tuple[Captioned, Captioned]:
-    """The clips of data.training_clips (same selection, same held-out notes), with the GM program of each."""
-    parts = [load_concept("notes", instruments=INSTRUMENTS, octaves=NOTE_OCTAVES, progress=progress)]
-    for concept, cap in CAPS.items():
-        instruments = None if concept == "tempos" else INSTRUMENTS
-        parts.append(load_concept(concept, instruments=instruments, max_per_class=cap, progress=progress))
-
-    def info(part, keep=None):
-        idx = range(len(part.samples)) if keep is None else np.flatnonzero(keep)
-        labels = [f"{part.samples[i].label:g}" if part.is_regression else str(part.samples[i].label) for i in idx]
-        programs = [part.samples[i].params.get("program") for i in idx]
-        return part.audio[list(idx)], labels, programs
-
-    notes = parts[0]
-    held = held_out(len(notes.samples))
-    audio, labels, programs = info(notes, ~held)
-    audio, concepts = [audio], ["notes"] * len(labels)
-    for part in parts[1:]:
-        a, l, p = info(part)
-        audio.append(a)
-        labels += l
-        programs += p
-        concepts += [part.concept] * len(l)
-    rate = notes.sample_rate
-    train = Captioned(np.concatenate(audio), concepts, labels, programs, rate)
-    a, l, p = info(notes, held)
-    return train, Captioned(a, ["notes"] * len(l), l, p, rate)
-
-
 def caption(concept: str, label: str, program: int | None, rng: np.random.Generator, s: DecoderSettings) -> str:
     """A caption from the labels; with probabilities from `s` it leaves out the class or the instrument."""
     if rng.random() < s.drop_caption:
@@ -175,7 +135,7 @@ def encode_all(codec: EncodecModel, audio: np.ndarray, batch: int = 16) -> torch
     return torch.cat(out)
 
 
-def cached_codes(codec: EncodecModel, clips: Captioned, work: Path) -> torch.Tensor:
+def cached_codes(codec: EncodecModel, clips: Clips, work: Path) -> torch.Tensor:
     digest = hashlib.sha256()
     for tensor in codec.state_dict().values():
         digest.update(tensor.reshape(-1)[:256].float().numpy().tobytes())
@@ -250,7 +210,7 @@ def loss_on(model, tokenizer, codes: torch.Tensor, captions: list[str]) -> torch
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
 
 
-def make_batch(codes: torch.Tensor, clips: Captioned, step: int, s: DecoderSettings):
+def make_batch(codes: torch.Tensor, clips: Clips, step: int, s: DecoderSettings):
     rng = np.random.default_rng([s.seed, step])
     short = s.short_every and step % s.short_every == s.short_every - 1
     batch, seconds = (s.short_batch, s.short_crop_seconds) if short else (s.batch, s.crop_seconds)
@@ -262,7 +222,7 @@ def make_batch(codes: torch.Tensor, clips: Captioned, step: int, s: DecoderSetti
     return crop, caps
 
 
-def train_decoder(codec, clips: Captioned, codes, work: Path, s: DecoderSettings, report=None, stop_after=None):
+def train_decoder(codec, clips: Clips, codes, work: Path, s: DecoderSettings, report=None, stop_after=None):
     """Train (or resume) and return (model, history of (step, loss, seconds)); `stop_after` steps ends early (as an
     interruption would, after writing a checkpoint)."""
     codec.requires_grad_(False).eval()
@@ -348,7 +308,7 @@ def judge_prompts(model, seeds: int = 5, seconds: float = 2.0, instrument: str =
 
 
 @torch.no_grad()
-def caption_effect(model, held: Captioned, codes: torch.Tensor, frames: int = 8) -> dict:
+def caption_effect(model, held: Clips, codes: torch.Tensor, frames: int = 8) -> dict:
     """Teacher-forced loss of the held-out notes' first `frames` frames under captions that name their pitch class,
     one 6 semitones off, none, or nothing at all: how much the decoder reads the pitch from the text."""
     tokenizer, codes = tiny_tokenizer(), codes[:, :, :frames].long()

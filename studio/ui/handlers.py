@@ -297,6 +297,7 @@ class Handlers:
             values[f"concept{i}"] = concept
             values[f"class{i}"] = gr.update(choices=studio.classes(concept), value=values[f"class{i}"])
         values["manual"] = values["manual"] or gr.update()  # no manual weights in the recipe: keep the page's
+        values["k"] = values["k"] or gr.update()  # no top-K in the recipe: likewise
         count = max(1, len(recipe.controls))
         return (
             [values[name] for name in FIELDS]

@@ -23,17 +23,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import gradio.component_meta
 
 from studio.errors import InputError
+from studio.files import ASSETS
 
 Point = tuple[float, float]
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 MAX_CURVES = 32
 MAX_POINTS = 512
 DECAY_RATE = 0.998  # the paper's exponential schedule: the level is multiplied by this at every decoder step

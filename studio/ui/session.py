@@ -19,9 +19,8 @@ from studio.recipe import Recipe, parse_recipe
 
 log = logging.getLogger(__name__)
 
-TINY_BANNER = (
-    "Running on the built-in **tiny** model: random weights, so its audio is noise, but every control and plot is real."
-)
+TINY_KNOWS = "trained here on SynTheory renders: notes, chords, intervals, scales and beats on ten instruments"
+TINY_BANNER = f"Running on the **tiny** model, {TINY_KNOWS}."
 
 
 def load_with_fallback(name: str, device: str | None = None) -> tuple[LoadedModel, str]:
@@ -34,10 +33,7 @@ def load_with_fallback(name: str, device: str | None = None) -> tuple[LoadedMode
         log.warning("%s; falling back to the tiny model", err)
         loaded, banner = (
             load_model(TINY, device=device),
-            (
-                f"**{name} could not be loaded**, so the studio runs on the built-in **tiny** model (random "
-                f"weights, its audio is noise). {err}"
-            ),
+            (f"**{name} could not be loaded**, so the studio runs on the **tiny** model ({TINY_KNOWS}). {err}"),
         )
     warm_up(loaded)  # the first generation on a GPU is several times slower: pay for it here, not on a visitor's
     return loaded, banner

@@ -63,7 +63,7 @@ class Layering:
     """The layer-weighting widgets."""
 
     mode: str = "exp"
-    k: int = 4
+    k: int | None = 4  # None: a recipe that names no k (the page keeps its own, within this model's layers)
     kappa: float = 0.95
     w0: float = 1.0
     manual: str = ""  # comma-separated weights, one per decoder layer
@@ -235,7 +235,7 @@ def layering_from_recipe(recipe: Recipe) -> Layering:
         return Layering()
     spec = recipe.controls[0].layers
     manual = ", ".join(f"{w:g}" for w in spec.weights) if spec.weights else ""
-    return Layering(mode=spec.mode, k=spec.k or 4, kappa=spec.kappa, w0=spec.w0, manual=manual)
+    return Layering(mode=spec.mode, k=spec.k, kappa=spec.kappa, w0=spec.w0, manual=manual)
 
 
 def schedules_from_recipe(recipe: Recipe) -> EditorValue:

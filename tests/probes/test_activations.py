@@ -29,7 +29,7 @@ def test_layer_outputs_are_the_decoders_hidden_states(tiny):
     from probes.activations import encode_clips
 
     codes = encode_clips(tiny, audio)
-    ids = delayed_decoder_input(codes, 256).reshape(2 * 4, -1)
+    ids = delayed_decoder_input(codes, tiny.model.config.decoder.vocab_size).reshape(2 * 4, -1)
     text = tiny.tokenizer(["", ""], return_tensors="pt")
     with torch.inference_mode():
         hidden = tiny.model(**text, decoder_input_ids=ids, output_hidden_states=True).decoder_hidden_states

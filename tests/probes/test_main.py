@@ -48,9 +48,9 @@ def test_train_writes_a_loadable_bank_with_plots_and_a_summary(tiny, tmp_path):
     run = probes(*TRAIN_NOTES.split(), "--out", str(out), "--cache-dir", str(tmp_path / "acts"))
     assert run.returncode == 0, run.stderr
     bank = load_checked(out, tiny.signature)
-    assert bank.classes[:3] == ["C", "C#", "D"] and bank.directions.shape == (6, 12, 4, 64)
+    assert bank.classes[:3] == ["C", "C#", "D"] and bank.directions.shape == (4, 12, 4, 128)
     assert (out / "auc_by_layer.html").exists() and (out / "auc_by_layer.png").stat().st_size > 10_000
-    assert "* readout" in run.stdout and run.stdout.count("\n") >= 7  # header + 6 layers + saved line
+    assert "* readout" in run.stdout and run.stdout.count("\n") >= 6  # header + 4 layers + saved line
     assert bank.dataset["n_train"] + bank.dataset["n_val"] == 48
 
 
@@ -61,7 +61,7 @@ def test_train_writes_a_loadable_bank_with_plots_and_a_summary(tiny, tmp_path):
         (["--concept", "notes", "--components", "2"], "--components must be at least 4"),
         (["--concept", "notes", "--instruments", "banjo-9000"], "banjo-9000"),
         (["--concept", "notes", "--model", "nobody/none"], "nobody/none"),
-        (["--concept", "notes", "--readout-layer", "6"], "--readout-layer must be a decoder layer 0..5 of tiny, got 6"),
+        (["--concept", "notes", "--readout-layer", "6"], "--readout-layer must be a decoder layer 0..3 of tiny, got 6"),
         (["--concept", "notes", "--layers", "2", "2"], "--layers names layer(s) 2 more than once"),
         (["--concept", "notes", "--exponents", "2.5"], "--exponents: exponent must lie in (0, 2]"),
     ],
@@ -79,16 +79,16 @@ def test_bad_input_exits_2_with_one_line_and_leaves_an_existing_bank_alone(tmp_p
 
 def test_train_on_some_layers_with_a_searched_grid(tiny, tmp_path):
     out = tmp_path / "notes"
-    search = "--layers 2 4-5 --exponents 1 1.5 --regs 1e-3 --center-grads search --bandwidth-multiples 1 2"
+    search = "--layers 0 2-3 --exponents 1 1.5 --regs 1e-3 --center-grads search --bandwidth-multiples 1 2"
     run = probes(*TRAIN_NOTES.split(), *search.split(), "--out", str(out), "--cache-dir", str(tmp_path / "acts"))
     assert run.returncode == 0, run.stderr
     bank = load_checked(out, tiny.signature)
-    assert bank.layers == (2, 4, 5) and bank.readout_layer in bank.layers
-    assert bank.directions[[0, 1, 3]].abs().sum() == 0 and bank.val_score[[0, 1, 3]].isnan().all()
+    assert bank.layers == (0, 2, 3) and bank.readout_layer in bank.layers
+    assert bank.directions[[1]].abs().sum() == 0 and bank.val_score[[1]].isnan().all()
     assert bank.hparams["exponent"] == [1.0, 1.5] and bank.hparams["reg"] == 1e-3
     assert bank.hparams["center_grads"] == [False, True] and len(bank.hparams["bandwidth"]) == 2
     rows = [line.split()[0] for line in run.stdout.splitlines()[1:] if line.split()[0].isdigit()]
-    assert rows == ["2", "4", "5"]  # untrained layers have no row
+    assert rows == ["0", "2", "3"]  # untrained layers have no row
 
 
 def test_default_command_searches_what_it_always_did():
@@ -102,15 +102,15 @@ def test_default_command_searches_what_it_always_did():
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--layers", "6"], "--layers must be decoder layers 0..5 of tiny, got 6"),
-        (["--layers", "-1", "2"], "--layers must be decoder layers 0..5 of tiny, got -1 2"),
+        (["--layers", "6"], "--layers must be decoder layers 0..3 of tiny, got 6"),
+        (["--layers", "-1", "2"], "--layers must be decoder layers 0..3 of tiny, got -1 2"),
         (["--layers", "1-3", "3"], "--layers names layer(s) 3 more than once"),
         (["--layers"], "expected at least one argument"),
         (["--layers", "4-2"], "--layers range '4-2' is empty"),
         (["--layers", "six"], "--layers takes layer indices or ranges like 4-8, got 'six'"),
-        (["--layers", "2", "4", "--readout-layer", "3"], "--readout-layer 3 is not among --layers (2 4)"),
-        (["--readout-layer", "12"], "--readout-layer must be a decoder layer 0..5 of tiny, got 12"),
-        (["--components", "65"], "--components must be at most the hidden size of tiny (64), got 65"),
+        (["--layers", "0", "2", "--readout-layer", "3"], "--readout-layer 3 is not among --layers (0 2)"),
+        (["--readout-layer", "12"], "--readout-layer must be a decoder layer 0..3 of tiny, got 12"),
+        (["--components", "129"], "--components must be at most the hidden size of tiny (128), got 129"),
         (["--regs", "-1"], "--regs: reg must be >= 0"),
         (["--exponents", "0"], "--exponents: exponent must lie in (0, 2]"),
         (["--bandwidth-multiples", "1", "0"], "--bandwidth-multiples must all be > 0"),

@@ -248,10 +248,11 @@ def test_steps_callbacks_lengths_and_grid(tiny):
     assert result.audio.shape == (2, frames * 640) and result.audio.dtype == np.float32
     assert result.sample_rate == tiny.sample_rate == 32000
     assert result.sequence.shape == (2, tiny.num_codebooks, total + 1)
-    pattern = delay_pattern(tiny.num_codebooks, frames, 256)
-    assert (result.sequence[:, :, 0] == 256).all()
+    pad = tiny.model.config.decoder.vocab_size
+    pattern = delay_pattern(tiny.num_codebooks, frames, pad)
+    assert (result.sequence[:, :, 0] == pad).all()
     assert torch.equal(result.sequence[:, pattern != -1], pattern[pattern != -1].expand(2, -1))
-    assert ((result.codes >= 0) & (result.codes < 256)).all()
+    assert ((result.codes >= 0) & (result.codes < pad)).all()
     assert not result.used_cuda_graph
     result.codes[0, 0, 0] = 0  # ordinary tensors, not inference-mode ones
 

@@ -1,5 +1,6 @@
 """Tests for studio/generate.py and `launch.py generate --recipe`: steered generation end to end on the tiny model."""
 
+import functools
 import json
 import threading
 from dataclasses import replace
@@ -11,6 +12,7 @@ import soundfile as sf
 import torch
 
 from bench.workloads import random_bank
+from probes import transcribe
 from studio.cli import main
 from studio.errors import BankError, Cancelled, InputError
 from studio.generate import StepEvent, Window, generate, run_decode, windows
@@ -301,13 +303,13 @@ def readout_of(result, cls: int) -> float:
     return float(result.readout.window[:, cls].mean())
 
 
-def propagation_recipe(bank, target: str, strength: float, seconds: float) -> Recipe:
+def propagation_recipe(bank, target: str, strength: float, seconds: float, prompt: str = "calm piano") -> Recipe:
     before = tuple(range(1, bank.readout_layer)) if bank.readout_layer > 1 else tuple(range(bank.readout_layer))
     control = Control(bank.concept, target, strength, layers=LayerSpec(mode="uniform", layers=before), gate_p=1.0)
     return Recipe(
         seconds=seconds,
         model="tiny",
-        prompt="calm piano",
+        prompt=prompt,
         seed=3,
         sampling=Sampling(greedy=True),
         controls=(control,),
@@ -315,8 +317,9 @@ def propagation_recipe(bank, target: str, strength: float, seconds: float) -> Re
     )
 
 
-def test_steering_propagates_to_the_readout_layer_with_synthetic_directions(tiny):
+def test_steering_propagates_to_the_readout_layer_with_synthetic_directions(tiny_random):
     """Directions at layers 1..3 along a linear readout's class axis raise that class at layer 4 (mechanism check)."""
+    tiny = tiny_random  # 6 layers: room for a readout at layer 4
     gen = torch.Generator().manual_seed(0)
     weights = torch.randn(tiny.hidden_size, 4, generator=gen)
     axis = weights - weights.mean(dim=1, keepdim=True)  # d log softmax_c / dx at equal probabilities
@@ -334,28 +337,38 @@ def test_steering_propagates_to_the_readout_layer_with_synthetic_directions(tiny
     assert readout_of(result, target) > readout_of(baseline, target) + 0.1
 
 
-@pytest.mark.skipif(
-    not COMMITTED_BANK.is_dir(),
-    reason=f"the tiny model's committed bank {COMMITTED_BANK} does not "
-    f"exist yet: make it with `python -m probes train --model tiny --concept notes --out "
-    f"assets/banks/tiny/notes`",
-)
 def test_steering_toward_a_class_raises_its_readout_with_the_committed_bank(tiny):
-    """For every note class: injecting its direction at the layers before the readout layer only (strength 0.15, the
-    paper's lowest) raises the readout probability of that class against the unsteered run with the same seed."""
+    """For every note class: injecting its direction at the layers before the readout layer only raises the readout
+    probability of that class against the unsteered run with the same seed, for a prompt that names no pitch. On the
+    trained tiny model (strength 0.5, greedy, 1 s) the lifts were 0.07 to 0.74, mean 0.49."""
     from probes.bank import ConceptBank
 
     bank = ConceptBank.load(COMMITTED_BANK)
-    if bank.readout_layer == 0:
-        pytest.skip("the committed bank reads out at layer 0: no earlier layer to inject at")
+    assert bank.readout_layer > 1, "the committed bank must read out after the layers it steers"
     banks = {bank.concept: bank}
-    baseline = generate(tiny, replace(propagation_recipe(bank, bank.classes[0], 0.15, 1.0), controls=()), banks=banks)
+    recipe = functools.partial(propagation_recipe, bank, strength=0.5, seconds=1.0, prompt="a note on a piano")
+    baseline = generate(tiny, replace(recipe(bank.classes[0]), controls=()), banks=banks)
     lifts = {}
     for index, name in enumerate(bank.classes):
-        result = generate(tiny, propagation_recipe(bank, name, 0.15, 1.0), banks=banks)
+        result = generate(tiny, recipe(name), banks=banks)
         assert result.plan.layer_weights[bank.readout_layer :].abs().sum() == 0
         lifts[name] = round(readout_of(result, index) - readout_of(baseline, index), 4)
-    assert all(lift > 0 for lift in lifts.values()), lifts
+    assert all(lift > 0.03 for lift in lifts.values()) and np.mean(list(lifts.values())) > 0.3, lifts
+
+
+@pytest.mark.skipif(transcribe.unavailable() is not None, reason=str(transcribe.unavailable()))
+def test_steering_makes_an_outside_transcriber_hear_the_target_note(tiny):
+    """The audio carries the concept, not only the hidden states: "a note on a piano" names no pitch; steered towards E
+    (the paper's layer weighting and gate, strength 2) basic-pitch hears E in nearly every seed, unsteered almost
+    never. Measured over seeds 0-7: E in 8 of 8 steered, 0 of 8 unsteered (heard: G, F, A#, F#, ...)."""
+    control = Control("notes", "E", 2.0, layers=LayerSpec(mode="exp", kappa=0.95), gate_p=0.3)
+    heard = {"steered": [], "unsteered": []}
+    for seed in range(4):
+        recipe = Recipe(seconds=2.0, model="tiny", prompt="a note on a piano", seed=seed, controls=(control,))
+        for kind, run in (("steered", recipe), ("unsteered", replace(recipe, controls=()))):
+            audio = generate(tiny, run).audio
+            heard[kind].append(transcribe.pitch_class(audio, tiny.sample_rate))
+    assert heard["steered"].count("E") >= 3 and heard["unsteered"].count("E") <= 1, heard
 
 
 # ------------------------------------------------------------------------------------------ launch.py --recipe

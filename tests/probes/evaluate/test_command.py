@@ -20,7 +20,7 @@ BANKS = BANKS_DIR / "tiny"
 SMALL = (
     "--model tiny --bank tiny --device cpu --targets C G --seeds 0 1 --seconds 0.5 --readout-window 0.1 "
     "--bootstrap 50 --no-progress"
-).split() + ["--prompts", "soft piano"]
+).split() + ["--prompts", "a note on a piano"]
 
 
 def probes_eval(*args, timeout=240):
@@ -36,7 +36,7 @@ def probes_eval(*args, timeout=240):
 
 @pytest.mark.skipif(not (BANKS / "notes").is_dir(), reason="the committed tiny notes bank is missing")
 def test_the_command_writes_its_results_and_reports_clamps_and_missing_crossovers(tmp_path):
-    """A top16 sweep condition (clamped to the tiny model's 5 steerable layers) and a crossfade at strength 0, whose
+    """A top16 sweep condition (clamped to the tiny model's 3 steerable layers) and a crossfade at strength 0, whose
     unsteered readout has no reason to hand over from C to G: both reported as such, in the files and on stdout."""
     out = tmp_path / "results"
     run = probes_eval(
@@ -66,11 +66,11 @@ def test_the_command_writes_its_results_and_reports_clamps_and_missing_crossover
         "crossfade.html",
     ):
         assert (out / name).stat().st_size > 0, name
-    assert "top16 needs 16 layers, the model steers 5: using k=5" in run.stderr
+    assert "top16 needs 16 layers, the model steers 3: using k=3" in run.stderr
     with open(out / "sweep.csv", newline="") as handle:
         assert [(r["condition"], r["k_used"]) for r in csv.DictReader(handle)] == [
             ("baseline", ""),
-            ("s0.3-top5-p1", "5"),
+            ("s0.3-top3-p1", "3"),
         ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["crossfade"]["no_crossover"] == 2 and summary["crossfade"]["measured_s"] is None

@@ -26,7 +26,7 @@ ASSETS = Path(__file__).resolve().parents[3] / "assets"
 RECIPE = {
     "version": 1,
     "model": "tiny",
-    "prompt": "calm piano",
+    "prompt": "a note on a piano",
     "seconds": 1.0,
     "seed": 3,
     "controls": [
@@ -35,7 +35,7 @@ RECIPE = {
             "class": "C",
             "strength": 0.5,
             "gate_p": 1.0,
-            "layers": {"mode": "uniform", "layers": [0, 1, 2, 3, 4]},
+            "layers": {"mode": "uniform", "layers": [0, 1, 2, 3]},
         }
     ],
     "readout": {"concept": "notes"},
@@ -51,7 +51,7 @@ def _free_port():
 @pytest.fixture(scope="module")
 def server(tiny):
     port = _free_port()
-    app = build_app(tiny, banner="Running on the built-in tiny model.")
+    app = build_app(tiny, banner="Running on the tiny model.")
     app.queue(max_size=16, default_concurrency_limit=1).launch(
         server_name="127.0.0.1",
         server_port=port,
@@ -174,8 +174,11 @@ def test_browser_recipe_upload_restores_controls_and_bad_files_change_nothing(se
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(server)
         upload = page.locator("#recipe-upload input[type=file]")
+        seed = page.locator("#seed-row input")
+        expect(seed).to_have_value("1234")  # the page's default, then the recipe's
         upload.set_input_files(str(crossfade))
-        expect(page.get_by_label("Prompt")).to_have_value("ambient synth pad", timeout=20000)
+        expect(seed).to_have_value("7", timeout=20000)
+        expect(page.get_by_label("Prompt")).to_have_value("a note on a piano")
         expect(page.locator("#control-class-1 input")).to_have_value("G")
         expect(page.locator("#schedule").get_by_text("notes: G").first).to_be_visible()
         note = page.locator("#recipe-status")
@@ -184,7 +187,7 @@ def test_browser_recipe_upload_restores_controls_and_bad_files_change_nothing(se
             page.locator("#recipe-upload button[aria-label='Clear']").first.click()
             upload.set_input_files(str(bad))
             expect(note).to_contain_text(words, timeout=20000)
-            expect(page.get_by_label("Prompt")).to_have_value("ambient synth pad")
+            expect(seed).to_have_value("7")
             expect(page.locator("#control-class-1 input")).to_have_value("G")
             assert note.locator("script").count() == 0  # shown as text, never run
         expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # no component is marked as failed

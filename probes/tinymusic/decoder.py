@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from transformers import EncodecModel, MusicgenForCausalLM, MusicgenForConditionalGeneration, T5EncoderModel
 
 from probes.tinymusic.data import Clips
+from probes.transcribe import PITCH_CLASSES, pitch_class
 from studio.files import atomic_path
 from studio.model import apply_delay, musicgen_config, sampling_defaults, tiny_tokenizer
 
@@ -274,14 +275,10 @@ def train_decoder(codec, clips: Clips, codes, work: Path, s: DecoderSettings, re
     return model.eval(), history
 
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-
-
 def judge_prompts(model, seeds: int = 5, seconds: float = 2.0, instrument: str = "piano") -> dict:
     """Prompt adherence as the studio samples (studio/decode.py, its default sampling: top-k 250, guidance 3):
     "a C note on a piano" ... for the 12 pitch classes and seeds 0..seeds-1, and "a note on a piano" (no pitch named)
     as often; basic-pitch names the pitch class heard."""
-    from probes import transcribe
     from studio.decode import decode
     from studio.model import as_loaded
     from studio.sampling import Sampling
@@ -294,7 +291,7 @@ def judge_prompts(model, seeds: int = 5, seconds: float = 2.0, instrument: str =
     for seed in range(seeds):
         for kind, prompts in (("named", named), ("unnamed", unnamed)):
             out = decode(loaded, prompts, frames, seed=seed, sampling=Sampling())
-            heard[kind].append([transcribe.pitch_class(clip, loaded.sample_rate) for clip in out.audio])
+            heard[kind].append([pitch_class(clip, loaded.sample_rate) for clip in out.audio])
     hits = sum(h == c for row in heard["named"] for h, c in zip(row, PITCH_CLASSES))
     unnamed_heard = [h for row in heard["unnamed"] for h in row]
     return {

@@ -30,6 +30,7 @@ from probes.tinymusic.decoder import (
     caption_effect,
     judge_prompts,
     train_decoder,
+    training_seconds,
 )
 from studio.errors import StudioError
 from studio.files import write_json
@@ -112,7 +113,8 @@ def build_decoder(
         "settings": asdict(settings),
         "training_clips": len(train.labels),
         "final_loss_mean_last_50": sum(loss for _, loss, _ in history[-50:]) / len(history[-50:]),
-        "build_seconds": trained,
+        "build_seconds": trained,  # this run's, up to the save: a resumed run's is short
+        "training_seconds": training_seconds(history),
         "caption_effect": caption_effect(model, held, cached_codes(codec, held, work.parent)),
         **judge_prompts(model, seeds=seeds),
     }

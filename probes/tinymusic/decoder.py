@@ -15,7 +15,7 @@ SynTheory renders (data.py), with captions made from their labels.
   generations had the named pitch (basic-pitch); on 0.16 s crops of notes only, 1500 steps, 3.805 against 4.514,
   and 6 of 8 (guidance 3, 1 s). The mix of both keeps the sustained notes of the long crops: with these defaults
   (3000 steps, all concepts; run once through the same train_decoder, at one thread, ~0.46 s/step when alone) the
-  first 8 frames' loss was 3.234 right / 3.490 six semitones off / 3.320 no class / 3.344 empty, and basic-pitch
+  first 8 frames' loss was 3.234 right / 3.491 six semitones off / 3.322 no class / 3.344 empty, and basic-pitch
   heard the named pitch class in 32 of 36 notes of 2 s (12 classes x seeds 0-2, top-k 250, guidance 3); for "a note
   on a piano" it heard 10 of the 12 classes over the same 36 (F# 9, G 7, F 6, E 4, C 3, ...). The committed model
   is that run's bytes, rebuilt by `python -m probes tiny-model --stage decoder`; its report.json holds its figures.
@@ -106,8 +106,7 @@ def caption(concept: str, label: str, program: int | None, rng: np.random.Genera
         return f"a click track at {label} bpm" if rng.random() >= s.drop_concept else "a click track"
     keep_class = rng.random() >= s.drop_concept
     keep_inst = rng.random() >= s.drop_instrument
-    word = INSTRUMENT_WORDS[program]
-    inst = (f" on {word}" if word == "strings" else f" on {_a(word)} {word}") if keep_inst else ""
+    inst = _on(INSTRUMENT_WORDS[program]) if keep_inst else ""
     if concept == "notes":
         what = f"{label} note" if keep_class else "note"
         adjective = "sustained " if rng.random() < 0.3 else ""
@@ -120,6 +119,16 @@ def caption(concept: str, label: str, program: int | None, rng: np.random.Genera
     if concept == "scales":
         return f"a {label} scale{inst}" if keep_class else f"a scale{inst}"
     raise ValueError(concept)
+
+
+def note_caption(pitch: str | None, instrument: str) -> str:
+    """ "an E note on a violin", or "a note on a violin" with no pitch: a notes caption as the model learned them."""
+    what = f"{pitch} note" if pitch else "note"
+    return f"{_a(what)} {what}{_on(instrument)}"
+
+
+def _on(instrument: str) -> str:
+    return f" on {instrument}" if instrument == "strings" else f" on {_a(instrument)} {instrument}"
 
 
 def _a(word: str) -> str:
@@ -275,6 +284,16 @@ def train_decoder(codec, clips: Clips, codes, work: Path, s: DecoderSettings, re
     return model.eval(), history
 
 
+def training_seconds(history: list[tuple[int, float, float]]) -> float:
+    """Seconds spent training over every run of a build: each run (a resumed one too) restarts its history clock."""
+    total, last = 0.0, 0.0
+    for _, _, seconds in history:
+        if seconds < last:  # a new run began here
+            total += last
+        last = seconds
+    return round(total + last, 1)
+
+
 def judge_prompts(model, seeds: int = 5, seconds: float = 2.0, instrument: str = "piano") -> dict:
     """Prompt adherence as the studio samples (studio/decode.py, its default sampling: top-k 250, guidance 3):
     "a C note on a piano" ... for the 12 pitch classes and seeds 0..seeds-1, and "a note on a piano" (no pitch named)
@@ -284,8 +303,8 @@ def judge_prompts(model, seeds: int = 5, seconds: float = 2.0, instrument: str =
     from studio.sampling import Sampling
 
     loaded = as_loaded(model, tiny_tokenizer(), "tiny-trained", torch.device("cpu"), torch.float32)
-    named = [f"{_a(c + ' ')} {c} note on {_a(instrument)} {instrument}" for c in PITCH_CLASSES]
-    unnamed = [f"a note on {_a(instrument)} {instrument}"] * len(PITCH_CLASSES)
+    named = [note_caption(c, instrument) for c in PITCH_CLASSES]
+    unnamed = [note_caption(None, instrument)] * len(PITCH_CLASSES)
     frames = int(round(seconds * loaded.frame_rate))
     heard = {"named": [], "unnamed": []}
     for seed in range(seeds):
@@ -313,12 +332,12 @@ def caption_effect(model, held: Clips, codes: torch.Tensor, frames: int = 8) -> 
 
     def named(shift):
         pitch = [PITCH_CLASSES[(PITCH_CLASSES.index(label) + shift) % 12] for label in held.labels]
-        return [f"{_a(c + ' ')} {c} note on {_a(w)} {w}" for c, w in zip(pitch, words)]
+        return [note_caption(c, w) for c, w in zip(pitch, words)]
 
     captions = {
         "right_class": named(0),
         "class_6_semitones_off": named(6),
-        "no_class": [f"a note on {_a(w)} {w}" for w in words],
+        "no_class": [note_caption(None, w) for w in words],
         "empty": [""] * len(words),
     }
     losses = {}

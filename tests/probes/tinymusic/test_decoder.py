@@ -11,7 +11,14 @@ import torch
 from probes import transcribe
 from probes.tinymusic.codec import new_codec
 from probes.tinymusic.data import Clips
-from probes.tinymusic.decoder import DecoderSettings, caption, judge_prompts, train_decoder
+from probes.tinymusic.decoder import (
+    DecoderSettings,
+    caption,
+    judge_prompts,
+    note_caption,
+    train_decoder,
+    training_seconds,
+)
 from studio.model import TINY_FOLDER
 
 FEW = DecoderSettings(
@@ -48,6 +55,19 @@ def test_training_is_deterministic_resumable_and_leaves_the_codec_alone(tmp_path
     train_decoder(new_codec(0), clips, codes, tmp_path / "c", FEW, stop_after=3)
     resumed, _ = train_decoder(new_codec(0), clips, codes, tmp_path / "c", FEW)
     assert same(states(first), states(resumed))
+
+
+def test_training_seconds_add_up_the_runs_of_a_resumed_build():
+    assert training_seconds([(1, 0.0, 1.0), (2, 0.0, 2.0), (3, 0.0, 0.5), (4, 0.0, 1.5)]) == 3.5  # resumed at 3
+    assert training_seconds([]) == 0.0
+
+
+def test_note_captions_are_worded_as_in_training():
+    rng = np.random.default_rng(0)
+    settings = DecoderSettings(drop_caption=0.0, drop_concept=0.0, drop_instrument=0.0)
+    trained = {caption("notes", "F#", 48, rng, settings) for _ in range(50)}
+    assert note_caption("F#", "strings") in trained and note_caption(None, "strings") == "a note on strings"
+    assert note_caption("A", "electric piano") == "an A note on an electric piano"
 
 
 def test_captions_name_the_class_and_sometimes_leave_it_out():

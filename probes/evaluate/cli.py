@@ -47,6 +47,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--gates", nargs="+", type=float, default=list(PAPER_GATES), help="gate probabilities p")
     add("--crossfade", nargs=2, metavar=("N1", "N2"), help="classes of the crossfade (default: first two targets)")
     add("--crossfade-strength", type=float, default=0.45)
+    add(
+        "--crossfade-span",
+        type=float,
+        default=None,
+        help="seconds of the handover, centred on the clip's middle (default: the whole clip, as in the paper)",
+    )
     add("--readout-window", type=float, default=1.0, help="seconds of the sliding readout window")
     add("--multi-concept", default="chords", help="second concept of the multi-concept experiment")
     add("--multi-pairs", nargs="+", type=_pair, metavar="A:B", help="class pairs, e.g. C:major E:minor")
@@ -95,6 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         experiments=list(dict.fromkeys(args.experiments)),
         crossfade=args.crossfade,
         crossfade_strength=args.crossfade_strength,
+        crossfade_span_s=args.crossfade_span,
         readout_window_s=args.readout_window,
         multi_concept=args.multi_concept,
         multi_pairs=args.multi_pairs,
@@ -142,10 +149,16 @@ def _crossfade_line(c: dict) -> str:
         measured = f"measured {m['mean']:.2f} s [{m['low']:.2f}, {m['high']:.2f}]"
         if c["no_crossover"]:
             measured += f" ({c['no_crossover']} of {c['n_clips']} clips: no crossover)"
+    heard = ""
+    if c.get("first_third_bp_acc") is not None:
+        heard = (
+            f"; basic-pitch hears {c['first']} in the first third: {_fmt(c['first_third_bp_acc'])}, "
+            f"{c['second']} in the last: {_fmt(c['last_third_bp_acc'])}"
+        )
     return (
         f"crossfade {c['first']} -> {c['second']}: scheduled {_fmt(c['scheduled_s'], 2)} s, {measured}, "
         f"first third reads {c['first']}: {_fmt(c['first_third_probe_acc'])}, last third reads "
-        f"{c['second']}: {_fmt(c['last_third_probe_acc'])}"
+        f"{c['second']}: {_fmt(c['last_third_probe_acc'])}{heard}"
     )
 
 

@@ -1,15 +1,15 @@
-"""The crossfade experiment: hand over from class n1 to class n2 over the whole clip with complementary linear
-schedules (n1 at full strength falling to 0 while n2 rises from 0), and compare when the model's own readout hands
-over with when the schedule does.
+"""The crossfade experiment: hand over from class n1 to class n2 with complementary linear schedules (n1 at full
+strength falling to 0 while n2 rises from 0, over the whole clip as in the paper, or over `--crossfade-span` seconds
+around its middle), and compare when the model's own readout hands over with when the schedule does.
 
 Measured crossover: `switch_time` of p(n2) - p(n1) in the generation's per-step window readout, each step timed at
 the centre of its window. Scheduled crossover: `switch_time` of the two schedules' difference on the step grid (the
-midpoint of the clip for a full-length linear crossfade). A clip whose readout never hands over (see
-timing.switch_time for the criterion) is reported as "no crossover": its measured time is empty, it is counted in the
-summary's `no_crossover`, and it is left out of the measured mean and of `mean_abs_error_s`. As a check on the audio
-itself, the first and last thirds of each clip are re-encoded and classified by the bank's probe (and the DSP check):
-n1 should win the first third and n2 the last. Like the paper, the crossfaded clips' CLAP similarity and drift from
-the baseline are reported too.
+middle of the clip). A clip whose readout never hands over (see timing.switch_time for the criterion) is reported as
+"no crossover": its measured time is empty, it is counted in the summary's `no_crossover`, and it is left out of the
+measured mean and of `mean_abs_error_s`. The readout reads the steered states themselves, so as a check on the audio
+the first and last thirds of each clip are re-encoded and classified by the bank's probe, the DSP check and
+basic-pitch: n1 should win the first third and n2 the last. Like the paper, the crossfaded clips' CLAP similarity
+and drift from the baseline are reported too.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
     s, concept, bank = ctx.settings, ctx.settings.concept, ctx.bank
     first, second = ctx.crossfade_pair()
     condition = Condition(s.crossfade_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
-    fade_out, fade_in = crossfade(0.0, s.seconds)
+    span = s.seconds if s.crossfade_span_s is None else s.crossfade_span_s
+    fade_out, fade_in = crossfade((s.seconds - span) / 2, (s.seconds + span) / 2)
     controls = [
         {**condition.control(concept, first, ctx.loaded.num_layers), "schedule": fade_out.to_dict()},
         {**condition.control(concept, second, ctx.loaded.num_layers), "schedule": fade_in.to_dict()},
@@ -84,6 +85,7 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
         "first": first,
         "second": second,
         "strength": s.crossfade_strength,
+        "span_s": span,
         "condition": condition.name,
         "readout_window_s": s.readout_window_s,
         **timing,
@@ -91,6 +93,8 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
         "last_third_probe_acc": mean_or_none(r["last_third_probe_hit"] for r in rows),
         "first_third_dsp_acc": mean_or_none(r.get("first_third_dsp_hit") for r in rows),
         "last_third_dsp_acc": mean_or_none(r.get("last_third_dsp_hit") for r in rows),
+        "first_third_bp_acc": mean_or_none(r.get("first_third_bp_hit") for r in rows),
+        "last_third_bp_acc": mean_or_none(r.get("last_third_bp_hit") for r in rows),
         **mean_columns(rows, **stats),
         **ctx.drift(facts),
         "files": [str(f.relative_to(ctx.out)) for f in files],
@@ -131,7 +135,7 @@ def timing_summary(rows: list[dict], confidence: float = 0.95, resamples: int = 
 
 
 def _check_thirds(ctx: Context, clips, rows: list[dict], first: str, second: str) -> None:
-    """Add the re-encoded first/last thirds' probe and DSP results to the rows."""
+    """Add the re-encoded first/last thirds' probe, DSP and basic-pitch results to the rows."""
     concept = ctx.settings.concept
     thirds = [c.audio[: len(c.audio) // 3] for c in clips] + [
         c.audio[len(c.audio) - len(c.audio) // 3 :] for c in clips
@@ -142,5 +146,9 @@ def _check_thirds(ctx: Context, clips, rows: list[dict], first: str, second: str
             judged = facts.target_row(index, concept, target)
             row[f"{part}_probe_pred"] = judged.get("probe_pred")
             row[f"{part}_probe_hit"] = judged.get("probe_hit")
-            if "dsp_hit" in judged:
-                row[f"{part}_dsp_pred"], row[f"{part}_dsp_hit"] = judged["dsp_pred"], judged["dsp_hit"]
+            for check in ("dsp", "bp"):
+                if f"{check}_hit" in judged:
+                    row[f"{part}_{check}_pred"], row[f"{part}_{check}_hit"] = (
+                        judged[f"{check}_pred"],
+                        judged[f"{check}_hit"],
+                    )

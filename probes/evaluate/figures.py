@@ -171,10 +171,18 @@ def crossfade_figure(
             )
         )
         fig.add_trace(go.Scatter(x=times, y=mean, mode="lines", name=f"p({name})", line=dict(color=colour)))
+    # the earlier line's label goes on its left, the later one's on its right: close lines keep readable labels
+    later = measured_s is not None and scheduled_s is not None and measured_s >= scheduled_s
     if scheduled_s is not None:
-        fig.add_vline(x=scheduled_s, line=dict(dash="dot", color="grey"), annotation_text="scheduled")
+        side = "top left" if later else "top right"
+        fig.add_vline(
+            x=scheduled_s, line=dict(dash="dot", color="grey"), annotation_text="scheduled", annotation_position=side
+        )
     if measured_s is not None:
-        fig.add_vline(x=measured_s, line=dict(dash="dash", color="black"), annotation_text="measured")
+        side = "top right" if later or scheduled_s is None else "top left"
+        fig.add_vline(
+            x=measured_s, line=dict(dash="dash", color="black"), annotation_text="measured", annotation_position=side
+        )
     title = f"Crossfade {names[0]} -> {names[1]}: readout over time"
     if uncrossed:
         title += f" ({uncrossed} of {len(first)} clips never crossed over)"

@@ -67,6 +67,7 @@ class EvalSettings:
     experiments: list[str] = field(default_factory=lambda: list(EXPERIMENTS))
     crossfade: list[str] | None = None  # [n1, n2]; None: the first two targets
     crossfade_strength: float = 0.45
+    crossfade_span_s: float | None = None  # seconds of the ramps, centred on the clip's middle; None: the whole clip
     readout_window_s: float = 1.0
     multi_concept: str = "chords"
     multi_pairs: list[tuple[str, str]] | None = None  # [(class of concept, class of multi_concept)]
@@ -260,6 +261,10 @@ def check_settings(s: EvalSettings) -> None:
     if "multi" in s.experiments and s.multi_concept == s.concept:
         raise EvaluationError(
             f"the multi-concept experiment pairs --concept with --multi-concept; both are {s.concept!r}"
+        )
+    if s.crossfade_span_s is not None and not 0 < s.crossfade_span_s <= s.seconds:
+        raise EvaluationError(
+            f"--crossfade-span must be positive and at most the clip ({s.seconds:g} s), got {s.crossfade_span_s:g}"
         )
     if s.readout_window_s <= 0:
         raise EvaluationError(f"--readout-window must be positive, got {s.readout_window_s}")

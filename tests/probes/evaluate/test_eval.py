@@ -1,6 +1,6 @@
 """`python -m probes eval` end to end on the tiny model and the committed tiny banks, with a tiny random CLAP: every
 metric computed, every file written, the numbers traceable to the stored clips, and a second run reusing every clip.
-(The tiny model's audio is noise, so the values say nothing about steering; the pure metrics have their own tests.)"""
+The clips are too short (0.5 s) and too few for the values to measure steering; test_experiment.py does that."""
 
 import contextlib
 import csv
@@ -258,6 +258,7 @@ def test_a_second_run_reuses_every_clip_and_gives_the_same_tables(evaluation):
         (["--seeds", "0"], "at least two"),
         (["--layer-modes", "top"], "unknown layer mode"),
         (["--target-bpm", "120"], "--target-bpm is the target of the tempos concept"),
+        (["--crossfade-span", "0.6"], "--crossfade-span must be positive and at most the clip (0.5 s), got 0.6"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_renders_nothing(tmp_path, change, message):

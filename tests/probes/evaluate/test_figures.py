@@ -55,3 +55,15 @@ def test_crossfade_figure_draws_only_the_crossovers_that_exist():
     none = crossfade_figure(t, p, p, ("C", "G"), 0.5, None, uncrossed=2)
     assert [shape.x0 for shape in none.layout.shapes] == [0.5]
     assert "2 of 2 clips never crossed over" in none.layout.title.text
+
+
+def test_crossfade_labels_sit_on_the_outer_sides_of_their_lines():
+    """Lines a fraction of a second apart must not print their labels over each other."""
+    t = np.linspace(0, 10, 11)
+    p = np.tile(np.linspace(1, 0, 11), (2, 1))
+    for scheduled, measured in ((5.0, 5.5), (5.0, 4.5)):
+        fig = crossfade_figure(t, p, 1 - p, ("C", "E"), scheduled, measured)
+        sides = {a.text: a.xanchor for a in fig.layout.annotations}
+        assert (sides["scheduled"], sides["measured"]) == (
+            ("right", "left") if measured > scheduled else ("left", "right")
+        ), sides

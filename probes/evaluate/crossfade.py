@@ -148,7 +148,5 @@ def _check_thirds(ctx: Context, clips, rows: list[dict], first: str, second: str
             row[f"{part}_probe_hit"] = judged.get("probe_hit")
             for check in ("dsp", "bp"):
                 if f"{check}_hit" in judged:
-                    row[f"{part}_{check}_pred"], row[f"{part}_{check}_hit"] = (
-                        judged[f"{check}_pred"],
-                        judged[f"{check}_hit"],
-                    )
+                    row[f"{part}_{check}_pred"] = judged[f"{check}_pred"]
+                    row[f"{part}_{check}_hit"] = judged[f"{check}_hit"]

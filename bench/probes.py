@@ -1,5 +1,9 @@
 """Benchmark: our batched RFM (probes/rfm.py) against xRFM, training every layer x every one-vs-rest note probe.
 
+Ours runs with each kernel metric of ``probes train --metric``: per-probe (every class's probe learns its own M from
+round 1 on, the same computation as xRFM run once per class) and shared (a layer's classes share one M, the AGOP of
+all their outputs, so each layer and round needs one kernel and one factorisation for all classes).
+
 Stand-in features of musicgen-small's shape by default (9,936 clips, 24 layers, d = 1024, 12 pitch classes): Gaussian
 noise plus a class signal along random per-class directions that grows with depth, so the AUCs mean something. Both
 sides get the same data, split and hyper-parameters (Laplace kernel, bandwidth, reg, rounds, M rescaled by its largest
@@ -35,7 +39,7 @@ def stand_in_features(n: int, layers: int, d: int, classes: int, seed: int) -> t
     return X, labels
 
 
-def run_ours(X, y, Xv, yv, args) -> tuple[float, torch.Tensor, torch.Tensor]:
+def run_ours(X, y, Xv, yv, args, metric: str) -> tuple[float, torch.Tensor, torch.Tensor]:
     _sync(args.device)
     start = time.perf_counter()
     fits = fit_rfm_layers(
@@ -54,6 +58,7 @@ def run_ours(X, y, Xv, yv, args) -> tuple[float, torch.Tensor, torch.Tensor]:
         iters=args.rounds,
         early_stop=False,
         m_norm="max_entry",
+        shared_metric=metric == "shared",
         progress=args.progress,
     )
     _sync(args.device)
@@ -126,6 +131,13 @@ def main(argv: list[str] | None = None) -> None:
         help="run both sides this many times (alternating); "
         "the fastest run of each counts (other load on the machine only ever slows a run down)",
     )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=("shared", "per-probe"),
+        default=["shared", "per-probe"],
+        help="our kernel metrics to time (default: both)",
+    )
     parser.add_argument("--skip-xrfm", action="store_true", help="time ours only")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -141,50 +153,40 @@ def main(argv: list[str] | None = None) -> None:
         f"bandwidth {args.bandwidth}, exponent {args.exponent}, reg {args.reg}"
     )
 
-    warm = slice(0, min(200, args.n - n_val))  # a small warm-up run keeps one-time set-up out of timings
-    run_ours(
-        X_train[:1, warm],
-        y_train[warm],
-        X_val[:1, :100],
-        y_val[:100],
-        argparse.Namespace(**{**vars(args), "progress": False}),
-    )
-
+    # A small warm-up run of each side keeps one-time set-up out of the timings.
+    warm = (X_train[:1, :200], y_train[:200], X_val[:1, :100], y_val[:100])
+    for metric in args.metrics:
+        run_ours(*warm, argparse.Namespace(**{**vars(args), "progress": False}), metric)
+    sides = {
+        f"ours {metric}": (lambda metric=metric: run_ours(X_train, y_train, X_val, y_val, args, metric))
+        for metric in args.metrics
+    }
     if not args.skip_xrfm:
-        run_xrfm(
-            X_train[:1, warm],
-            y_train[warm],
-            X_val[:1, :100],
-            y_val[:100],
-            argparse.Namespace(**{**vars(args), "classes": 1}),
-        )
-    ours_runs, xrfm_runs = [], []
-    for _ in range(args.repeats):
-        ours_runs.append(run_ours(X_train, y_train, X_val, y_val, args))
-        if not args.skip_xrfm:
-            xrfm_runs.append(run_xrfm(X_train, y_train, X_val, y_val, args))
-    ours_s, ours_auc, ours_top = min(ours_runs, key=lambda run: run[0])
-    print(
-        f"ours : {ours_s:9.2f} s   mean val AUC {ours_auc.mean():.4f}   (runs: "
-        f"{', '.join(f'{run[0]:.2f}' for run in ours_runs)} s)"
-    )
+        run_xrfm(*warm, argparse.Namespace(**{**vars(args), "classes": 1}))
+        sides["xRFM"] = lambda: run_xrfm(X_train, y_train, X_val, y_val, args)
+    runs = {name: [] for name in sides}
+    for _ in range(args.repeats):  # alternating, so that load on the machine falls on every side alike
+        for name, run in sides.items():
+            runs[name].append(run())
+    fastest = {name: min(side_runs, key=lambda run: run[0]) for name, side_runs in runs.items()}
+    for name, (seconds, auc, _) in fastest.items():
+        times = ", ".join(f"{run[0]:.2f}" for run in runs[name])
+        print(f"{name:16s} {seconds:9.2f} s   mean val AUC {auc.mean():.4f}   (runs: {times} s)")
     if args.skip_xrfm:
         return
-    xrfm_s, xrfm_auc, xrfm_top = min(xrfm_runs, key=lambda run: run[0])
-    print(
-        f"xRFM : {xrfm_s:9.2f} s   mean val AUC {xrfm_auc.mean():.4f}   (runs: "
-        f"{', '.join(f'{run[0]:.2f}' for run in xrfm_runs)} s)"
-    )
-    diff = (ours_auc - xrfm_auc).abs()
-    cos = (ours_top * xrfm_top).sum(-1).abs()
-    print(f"speed-up (xRFM s / ours s): {xrfm_s / ours_s:.2f}x")
-    print(
-        f"AUC |ours - xRFM|: mean {diff.mean():.5f}, max {diff.max():.5f}   "
-        f"top-direction |cos|: min {cos.min():.4f}, mean {cos.mean():.4f}"
-    )
-    print("layer  ours AUC  xRFM AUC  max|diff|")
+    xrfm_s, xrfm_auc, xrfm_top = fastest.pop("xRFM")
+    for name, (seconds, auc, top) in fastest.items():
+        layer_diff = (auc.mean(1) - xrfm_auc.mean(1)).abs()
+        cos = (top * xrfm_top).sum(-1).abs()
+        print(
+            f"{name}: speed-up (xRFM s / ours s) {xrfm_s / seconds:.2f}x; mean AUC per layer |ours - xRFM| max "
+            f"{layer_diff.max():.5f}; per probe |AUC diff| max {(auc - xrfm_auc).abs().max():.5f}; "
+            f"top direction |cos| min {cos.min():.4f}, mean {cos.mean():.4f}"
+        )
+    print("layer  " + "  ".join(f"{name:>16s}" for name in [*fastest, "xRFM"]) + "   (mean val AUC)")
     for layer in range(args.layers):
-        print(f"{layer:5d}  {ours_auc[layer].mean():8.4f}  {xrfm_auc[layer].mean():8.4f}  {diff[layer].max():9.5f}")
+        values = [auc[layer].mean() for _, auc, _ in fastest.values()] + [xrfm_auc[layer].mean()]
+        print(f"{layer:5d}  " + "  ".join(f"{value:16.4f}" for value in values))
 
 
 if __name__ == "__main__":

@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(CENTERING),
         help="subtract the mean gradient before the AGOP: no (default), yes, or search both",
     )
+    search.add_argument(
+        "--metric",
+        choices=("per-probe", "shared"),
+        help="the kernel metric M from round 1 on: each class's probe learns its own (per-probe, as xRFM run per "
+        "class) or a layer's probes share the AGOP of all their classes (shared, the default: one kernel per layer and "
+        "round)",
+    )
     train.add_argument("--pooling", default="mean", choices=POOLINGS)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
@@ -205,6 +212,8 @@ def _search_hparams(args) -> dict:
                 raise InputError(f"{flag}: {err}") from None
     if args.center_grads is not None:
         hparams["center_grads"] = CENTERING[args.center_grads]
+    if args.metric is not None:
+        hparams["shared_metric"] = args.metric == "shared"
     return hparams
 
 

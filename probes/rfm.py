@@ -31,6 +31,14 @@ Batching. Everything runs on a leading batch of probes: all layers x hyper-param
 (e.g. one-vs-rest classes) of ``fit_rfm_layers`` go through batched matmuls and Cholesky factorisations, in chunks that
 fit a memory budget. In the first round ``M = I`` for every target set of a (layer, configuration), so their kernel is
 factorised once and solved for all their targets together.
+
+Shared metric (``shared_metric=True``). From round 1 on, one-vs-rest probes normally each learn their own ``M`` from
+their own AGOP (as xRFM fitted once per class does), so every class needs its own kernel, factorisation and gradients.
+With a shared metric the target sets of a (layer, configuration) keep sharing one ``M`` in every round: the AGOP of all
+their outputs together (the sum of their AGOPs, rescaled), which is what a multiclass RFM learns. One kernel per layer
+and round then serves every class; each class still keeps its own best round, ``alphas`` and predictor AGOP (its
+directions). Early stopping then stops a (layer, configuration) at the first round whose mean score falls below its
+best mean.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "iters": 5,
     "early_stop": True,
     "m_norm": "max_eig",
+    "shared_metric": True,
 }
 SEARCHABLE = ("bandwidth", "exponent", "reg", "center_grads")
 _PREDICT_CHUNK_ELEMENTS = 1 << 24  # rows x centers per kernel block when predicting, to bound memory
@@ -377,6 +386,7 @@ class _Settings:
     iters: int
     early_stop: bool
     m_norm: str
+    shared_metric: bool
 
 
 def _settings(hparams: dict[str, Any]) -> _Settings:
@@ -402,7 +412,7 @@ def _settings(hparams: dict[str, Any]) -> _Settings:
         raise RFMError(f"m_norm must be one of {M_NORMS}, got {hp['m_norm']!r}")
     if not configs:
         raise RFMError("the hyper-parameter grid is empty")
-    return _Settings(configs, hp["iters"], bool(hp["early_stop"]), hp["m_norm"])
+    return _Settings(configs, hp["iters"], bool(hp["early_stop"]), hp["m_norm"], bool(hp["shared_metric"]))
 
 
 def check_hparams(hparams: dict[str, Any]) -> None:
@@ -626,7 +636,11 @@ def _fit_chunk(
     X: torch.Tensor, X_val: torch.Tensor, targets: _Targets, cfg: dict[str, torch.Tensor], settings: _Settings
 ) -> _ChunkBest:
     """Run RFM for U units (X [U, n, d], X_val [U, n_val, d], per-unit hyper-parameters cfg[name] [U]) times the P
-    target sets of ``targets``: B = U * P probes, probe b = unit * P + set."""
+    target sets of ``targets``: B = U * P probes, probe b = unit * P + set.
+
+    A round is shared (one kernel per unit, factorised once, all P * c target columns solved together) in round 0,
+    where M = I for every probe, and in every round with ``shared_metric``, where a unit's probes share the metric
+    made from the sum of their AGOPs; otherwise each probe has its own kernel from round 1 on."""
     U, n, d = X.shape
     P, c = targets.sets.shape
     B = U * P
@@ -644,58 +658,85 @@ def _fit_chunk(
         agop=X.new_zeros(B, d, d),
         mean_grad=X.new_zeros(B, c, d),
     )
-    active = torch.arange(B, device=X.device)
-    M = None  # round 0: M = I for every probe
+    unit_best = torch.full((U,), -math.inf, dtype=torch.float64, device=X.device)  # mean score, for early stopping
+    active = torch.arange(B, device=X.device)  # probes still fitted; whole units while rounds are shared
+    M = None  # round 0: M = I for every probe; then [active units or probes, d, d]
     for it in range(settings.iters):
-        if M is None:
-            # Round 0: the P target sets of a unit share K; factorise once per unit, solve all their columns.
-            Xr, Xvr, hp = X, X_val, cfg
-            Rg, K = _train_kernel(Xr, None, hp)
-            alpha_rows = ridge_solve(K, hp["reg"], Y.expand(U, n, P * c), _exact_kernel(Xr, None, hp))
-            pred_rows = kernel_matrix(Xvr, Xr, None, hp["bandwidth"], hp["exponent"]) @ alpha_rows
-            alphas = alpha_rows.reshape(U, n, P, c).permute(0, 2, 1, 3).reshape(B, n, c)
-            pred = pred_rows.reshape(U, -1, P, c).permute(0, 2, 1, 3).reshape(B, -1, c)
+        shared = M is None or settings.shared_metric
+        if shared:
+            units = active[::P] // P
+            Xr, hp = X[units], {k: v[units] for k, v in cfg.items()}
+            Rg, K = _train_kernel(Xr, M, hp)
+            alpha_rows = ridge_solve(K, hp["reg"], Y.expand(len(units), n, P * c), _exact_kernel(Xr, M, hp))
+            pred_rows = kernel_matrix(X_val[units], Xr, M, hp["bandwidth"], hp["exponent"]) @ alpha_rows
+            alphas = _per_probe(alpha_rows, P, c)
+            pred = _per_probe(pred_rows, P, c)
         else:
             u = unit[active]
-            Xr, Xvr = X[u], X_val[u]
-            hp = {k: v[u] for k, v in cfg.items()}
+            Xr, hp = X[u], {k: v[u] for k, v in cfg.items()}
             Rg, K = _train_kernel(Xr, M, hp)
             alphas = ridge_solve(K, hp["reg"], Y_probe[active], _exact_kernel(Xr, M, hp))
-            pred = kernel_matrix(Xvr, Xr, M, hp["bandwidth"], hp["exponent"]) @ alphas
+            pred = kernel_matrix(X_val[u], Xr, M, hp["bandwidth"], hp["exponent"]) @ alphas
         score = _score(pred, Yv_probe[active], targets.metric)
         improved = score >= best.score[active]
         fell = score < best.score[active]
         keep = active[improved]
         best.score[keep], best.iteration[keep] = score[improved], it
         best.alphas[keep] = alphas[improved]
-        best.M[keep] = torch.eye(d, dtype=X.dtype, device=X.device) if M is None else M[improved]
+        if M is None:
+            best.M[keep] = torch.eye(d, dtype=X.dtype, device=X.device)
+        else:
+            best.M[keep] = (M.repeat_interleave(P, dim=0) if shared else M)[improved]
 
-        # The AGOP is needed where it becomes the next metric or the kept probe's directions.
-        last = it == settings.iters - 1
-        need = improved if last else (~fell if settings.early_stop else torch.ones_like(fell))
+        # Probes go on to the next round (early stopping: a probe stops at the first round whose score falls below its
+        # best; with a shared metric, a unit at the first round whose mean score does). The AGOP is needed where it
+        # becomes the next metric or the kept probe's directions.
+        if it == settings.iters - 1:
+            going = torch.zeros_like(improved)
+        elif not settings.early_stop:
+            going = torch.ones_like(improved)
+        elif settings.shared_metric:
+            unit_score = score.reshape(-1, P).mean(1)
+            going = ~(unit_score < unit_best[units]).repeat_interleave(P)
+            unit_best[units] = torch.maximum(unit_best[units], unit_score)
+        else:
+            going = ~fell
+        need = improved | going
         if not need.any():
             break
         W = _weights_(Rg, K, hp["exponent"])
         scale = _gradient_scale(hp["bandwidth"], hp["exponent"])
-        if M is None:
-            G = _raw_gradients(W, Xr, Xr, alpha_rows, scale)  # [U, n, P * c, d]
-            G = G.reshape(U, n, P, c, d).transpose(1, 2).reshape(B, n, c, d)[need]
-            centering, Mn = cfg["center_grads"][unit[need]], None
+        if shared:
+            G = _raw_gradients(W, Xr, Xr, alpha_rows, scale)  # [units, n, P * c, d]
+            G = G.reshape(len(units), n, P, c, d).transpose(1, 2).reshape(-1, n, c, d)[need]
+            Mn = None if M is None else M.repeat_interleave(P, dim=0)[need]
+            centering = hp["center_grads"].repeat_interleave(P)[need]
         else:
             every = bool(need.all())  # skip copying W when all need it
             pick = (lambda t: t) if every else (lambda t: t[need])
             G = _raw_gradients(pick(W), pick(Xr), pick(Xr), pick(alphas), pick(scale))
             centering, Mn = pick(hp["center_grads"]), pick(M)
         del Rg, K, W
-        A = normalize_metric(agop_from_raw(G, Mn, centering), settings.m_norm)
+        A_raw = agop_from_raw(G, Mn, centering)  # [probes needing it, d, d]
+        A = normalize_metric(A_raw, settings.m_norm)
         mean_grad = G.mean(dim=1) if Mn is None else G.mean(dim=1) @ Mn
         kept = improved[need]
         best.agop[active[need][kept]] = A[kept]
         best.mean_grad[active[need][kept]] = mean_grad[kept]
-        if last:
+        if not going.any():
             break
-        active, M = active[need], A
+        active, goes_on = active[going], going[need]
+        if settings.shared_metric:  # the AGOP of all a unit's outputs together: the sum of its probes' AGOPs
+            M = normalize_metric(A_raw[goes_on].reshape(-1, P, d, d).sum(1), settings.m_norm)
+        else:
+            M = A if bool(goes_on.all()) else A[goes_on]
     return best
+
+
+def _per_probe(rows: torch.Tensor, P: int, c: int) -> torch.Tensor:
+    """[units, m, P * c] (target sets side by side) -> [units * P, m, c] (probe b = unit * P + set)."""
+    units, m = rows.shape[:2]
+    return rows.reshape(units, m, P, c).permute(0, 2, 1, 3).reshape(units * P, m, c)
 
 
 def _train_kernel(X: torch.Tensor, M: torch.Tensor | None, hp: dict[str, torch.Tensor]):

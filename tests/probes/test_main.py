@@ -79,7 +79,9 @@ def test_bad_input_exits_2_with_one_line_and_leaves_an_existing_bank_alone(tmp_p
 
 def test_train_on_some_layers_with_a_searched_grid(tiny, tmp_path):
     out = tmp_path / "notes"
-    search = "--layers 0 2-3 --exponents 1 1.5 --regs 1e-3 --center-grads search --bandwidth-multiples 1 2"
+    search = (
+        "--layers 0 2-3 --exponents 1 1.5 --regs 1e-3 --center-grads search --bandwidth-multiples 1 2 --metric shared"
+    )
     run = probes(*TRAIN_NOTES.split(), *search.split(), "--out", str(out), "--cache-dir", str(tmp_path / "acts"))
     assert run.returncode == 0, run.stderr
     bank = load_checked(out, tiny.signature)
@@ -87,6 +89,7 @@ def test_train_on_some_layers_with_a_searched_grid(tiny, tmp_path):
     assert bank.directions[[1]].abs().sum() == 0 and bank.val_score[[1]].isnan().all()
     assert bank.hparams["exponent"] == [1.0, 1.5] and bank.hparams["reg"] == 1e-3
     assert bank.hparams["center_grads"] == [False, True] and len(bank.hparams["bandwidth"]) == 2
+    assert bank.hparams["shared_metric"] is True
     rows = [line.split()[0] for line in run.stdout.splitlines()[1:] if line.split()[0].isdigit()]
     assert rows == ["0", "2", "3"]  # untrained layers have no row
 

@@ -270,15 +270,22 @@ def test_matches_xrfm_multiclass():
 # ----------------------------------------------------------------------------------------------------- batching, search
 
 
-def test_batched_layers_equal_separate_fits():
-    """Layers x one-vs-rest classes in one batch (shared first-round factorisation) = one probe at a time."""
-    L, n, d, C = 2, 240, 16, 3
-    gen = torch.Generator().manual_seed(60)
+def _planted_classes(L: int, n: int, d: int, C: int, seed: int):
+    """[L, n, d] and [L, 120, d] Gaussian features with class c (labels cycling 0..C-1) shifted along +e_c."""
+    gen = torch.Generator().manual_seed(seed)
     X, Xv = torch.randn(L, n, d, generator=gen), torch.randn(L, 120, d, generator=gen)
     y, yv = torch.arange(n) % C, torch.arange(120) % C
     X[:, :, :C] += 1.5 * torch.nn.functional.one_hot(y, C)
     Xv[:, :, :C] += 1.5 * torch.nn.functional.one_hot(yv, C)
-    fits = fit_rfm_layers(X, y, Xv, yv, task="multiclass", k=2, iters=3, device="cpu")
+    return X, y, Xv, yv
+
+
+def test_batched_layers_equal_separate_fits():
+    """Layers x one-vs-rest classes in one batch (shared first-round factorisation) = one probe at a time, when each
+    probe learns its own metric."""
+    L, n, d, C = 2, 240, 16, 3
+    X, y, Xv, yv = _planted_classes(L, n, d, C, seed=60)
+    fits = fit_rfm_layers(X, y, Xv, yv, task="multiclass", k=2, iters=3, shared_metric=False, device="cpu")
     assert fits.val_score.shape == (L, C) and fits.directions.shape == (L, C, 2, d)
     assert torch.allclose(fits.directions.norm(dim=-1), torch.ones(L, C, 2), atol=1e-5)
     for layer, c in itertools.product(range(L), range(C)):
@@ -288,6 +295,48 @@ def test_batched_layers_equal_separate_fits():
         assert abs(float(v @ single.top_directions(1)[0])) >= 0.999
         assert directional_sign(single, v) == 1  # directions come signed
         assert float(v[c]) > 0  # class c lives on +e_c
+
+
+def _shared_metric_reference(X, y, Xv, yv, C, rounds, early_stop, bandwidth=10.0, reg=1e-3):
+    """RFM with one metric for all one-vs-rest classes, written out in float64: each round fits every class with the
+    same M, each class keeps its best round's AGOP, and the next M is the AGOP of all classes' outputs together; with
+    early_stop the fit stops after the first round whose mean AUC falls below the best mean."""
+    X, Xv = X.double(), Xv.double()
+    Y = torch.nn.functional.one_hot(y, C).double()
+    best, kept, best_mean, M = torch.full((C,), -1.0, dtype=torch.float64), [None] * C, -1.0, None
+    for _ in range(rounds):
+        alphas = torch.linalg.solve(kernel_matrix(X, X, M, bandwidth, 1.0) + reg * torch.eye(len(X)), Y)
+        pred = kernel_matrix(Xv, X, M, bandwidth, 1.0) @ alphas
+        scores = torch.stack([binary_auc(pred[:, c], yv == c) for c in range(C)])
+        for c in torch.nonzero(scores >= best).flatten().tolist():
+            best[c] = scores[c]
+            kept[c] = normalize_metric(agop(X, X, alphas[:, c : c + 1], M, bandwidth, 1.0, same=True))
+        if early_stop and scores.mean() < best_mean:
+            break
+        best_mean = max(best_mean, float(scores.mean()))
+        M = normalize_metric(agop(X, X, alphas, M, bandwidth, 1.0, same=True))
+    return best, torch.stack(kept)
+
+
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_shared_metric_fits_every_class_with_the_agop_of_all_classes(early_stop):
+    """shared_metric: one kernel per layer and round for all one-vs-rest classes (what makes it fast), as written out
+    by hand; each class still gets its own directions, from the AGOP of its own predictor."""
+    L, n, d, C = 2, 240, 16, 3
+    X, y, Xv, yv = _planted_classes(L, n, d, C, seed=61)
+    fits = fit_rfm_layers(
+        X, y, Xv, yv, task="multiclass", k=1, iters=4, early_stop=early_stop, shared_metric=True, device="cpu"
+    )
+    for layer in range(L):
+        scores, agops = _shared_metric_reference(X[layer], y, Xv[layer], yv, C, 4, early_stop)
+        assert torch.allclose(fits.val_score[layer].double(), scores, atol=1e-4)
+        top = torch.linalg.eigh(agops)[1][..., -1]  # [C, d]
+        assert (fits.directions[layer, :, 0].double() * top).sum(-1).abs().min() >= 0.999
+        assert all(float(fits.directions[layer, c, 0, c]) > 0 for c in range(C))  # class c lives on +e_c
+    separate = fit_rfm_layers(
+        X, y, Xv, yv, task="multiclass", k=1, iters=4, early_stop=early_stop, shared_metric=False, device="cpu"
+    )
+    assert not torch.allclose(separate.directions, fits.directions, atol=1e-3)  # the per-probe metric differs
 
 
 def test_search_keeps_the_best_configuration():

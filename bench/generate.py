@@ -10,10 +10,16 @@ greedy runs of both engines and reports how many tokens agree.
     python bench/generate.py --shape small --seconds 2         # musicgen-small's shape on the CPU (random weights)
     python bench/generate.py --shape small,large --check       # on a GPU: fp16, 10 s, CFG 3 (the issue's figures)
     python bench/generate.py --stream                          # first sound when streaming vs the whole render
+    python bench/generate.py --shape small --positions 10 30 120   # step time by position: whole cache vs window
 
 `--stream` times, for our engine and the steered recipe, how long after the call the first streamed audio arrives
 (studio/streaming.py, as the page plays it) against the whole render without streaming (what a listener waited for
 before), and what streaming adds to the whole render.
+
+`--positions` times every step of unsteered renders of the given lengths (past the model's 30 s, window by window, as
+the studio makes them) with self-attention reading the KV cache up to the current window of positions (the product)
+and, in the same run, reading the whole preallocated cache at every step (how the loop ran before); it prints the mean
+time per step by position in the model's context and over the whole clip.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.steer import timed  # noqa: E402
 from bench.workloads import SHAPES, random_bank, shaped_model, steered_recipe  # noqa: E402
-from studio.decode import decode  # noqa: E402
+from studio.decode import ATTENTION_BUCKET, decode  # noqa: E402
 from studio.generate import generate, run_decode  # noqa: E402
 from studio.model import LoadedModel, resolve_device  # noqa: E402
 from studio.recipe import Recipe  # noqa: E402
@@ -93,6 +100,52 @@ def bench_stream(loaded: LoadedModel, recipe: Recipe, banks: dict, repeats: int)
     print(f"first sound / whole render: {f / w:.3f} ({w / f:.1f}x sooner); streaming adds {100 * (t / w - 1):+.1f}%")
 
 
+def step_times(loaded: LoadedModel, recipe: Recipe, bucket: int | None) -> list[tuple[int, float]]:
+    """(position in the model's context, seconds) of every decoder step of one render, a window's first step left out
+    (it also holds the window's prefill)."""
+    times: list[tuple[int, float]] = []
+
+    def engine(loaded, recipe, on_step, given=None):
+        last = [None]
+
+        def timed_step(done, total, sequence):
+            now = time.perf_counter()
+            if last[0] is not None:
+                times.append((done - 1, now - last[0]))
+            last[0] = now
+            on_step(done, total, sequence)
+
+        return run_decode(loaded, recipe, timed_step, given, attention_bucket=bucket)
+
+    generate(loaded, recipe, engine=engine)
+    return times
+
+
+def bench_positions(loaded: LoadedModel, base: Recipe, lengths: list[float], repeats: int) -> None:
+    span = 250  # positions per printed column
+    modes = {"whole cache": None, f"window ({ATTENTION_BUCKET})": ATTENTION_BUCKET}
+    step_times(loaded, replace(base, seconds=1.0), ATTENTION_BUCKET)  # warm-up
+    for seconds in lengths:
+        recipe = replace(base, seconds=seconds)
+        runs = {mode: [] for mode in modes}
+        for _ in range(repeats):  # alternating, so that machine load falls on both alike
+            for mode, bucket in modes.items():
+                runs[mode].append(step_times(loaded, recipe, bucket))
+        top = max(position for position, _ in runs["whole cache"][0])
+        columns = range(0, top + 1, span)
+        print(f"\n{seconds:g} s: mean ms per step by position in the context (the fastest of {repeats} runs per step)")
+        print(f"{'':>18}" + "".join(f"{f'{c}-{min(c + span, top + 1) - 1}':>11}" for c in columns) + "   whole clip")
+        means = {}
+        for mode in modes:
+            steps = [min(values) for values in zip(*[[t for _, t in run] for run in runs[mode]])]
+            positions = [position for position, _ in runs[mode][0]]
+            cells = [1000 * statistics.mean(t for p, t in zip(positions, steps) if c <= p < c + span) for c in columns]
+            means[mode] = 1000 * statistics.mean(steps)
+            print(f"{mode:>18}" + "".join(f"{cell:11.2f}" for cell in cells) + f"{means[mode]:13.2f}")
+        whole, windowed = means.values()
+        print(f"{seconds:g} s: whole cache / window, per step over the clip: {whole / windowed:.3f}x")
+
+
 def bench_shape(shape: str, args) -> None:
     loaded = shaped_model(shape, args.device, args.dtype)
     bank = random_bank(loaded.signature, probe_points=1000 if shape == "tiny" else 8000)
@@ -120,6 +173,8 @@ def bench_shape(shape: str, args) -> None:
     )
     if args.stream:
         return bench_stream(loaded, recipes[not args.no_steer], banks, args.repeats)
+    if args.positions:
+        return bench_positions(loaded, base, args.positions, args.repeats)
     for config in configs:
         run(*config)  # warm-up
     times = {config: [] for config in configs}
@@ -158,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="also compare greedy tokens with transformers'")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--stream", action="store_true", help="time the first streamed audio instead of the engines")
+    parser.add_argument(
+        "--positions",
+        nargs="+",
+        type=float,
+        metavar="SECONDS",
+        help="time each step of renders this long, attention over the window against the whole cache",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:

@@ -12,8 +12,8 @@
 It follows transformers 5.24's ``MusicgenForConditionalGeneration.generate`` (text encoding, the zeroed unconditional
 half with its zero attention mask, the guidance formula, the delay pattern, the order temperature -> top-k -> top-p),
 so on the CPU it gives generate's tokens: greedy, and sampled when generate runs after ``torch.manual_seed(seed)``
-(tests/studio/test_decode.py checks both). Logits agree to about 1e-7, not bit for bit: our attention runs over the
-whole preallocated cache with a mask, generate's over a growing one.
+(tests/studio/test_decode.py checks both). Logits agree to about 1e-7, not bit for bit: our attention runs over a
+window of the preallocated cache with a mask (``ATTENTION_BUCKET``), generate's over a growing cache.
 
 Step semantics (shared with studio/hooks.py): step t = 0 is the first decoder forward; decoder step t computes
 sequence position t (position 0 is the BOS column) and predicts the tokens of position t + 1; ``on_step(t + 1, total,
@@ -49,6 +49,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from transformers import EncoderDecoderCache, StaticCache
+from transformers.cache_utils import Cache, StaticLayer
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (steps done, total steps, the token grid [B * K, S] so far)
 WARMUP_STEPS = 3  # eager steps before capture: step 0 fills the cross-attention cache, the next ones settle kernels
+ATTENTION_BUCKET = 128  # self-attention reads the cache up to the end of the current bucket of this many positions
 _ATTENTION = ("sdpa", "eager")
 
 
@@ -112,11 +114,29 @@ def encode_text(loaded: LoadedModel, prompts: Sequence[str], cfg: bool) -> Condi
     return Conditioning(states=states, mask=cross_mask, rows=states.shape[0])
 
 
+class _WindowedLayer(StaticLayer):
+    """transformers' static cache layer (preallocated for the whole clip, written in place) that hands attention only
+    its first ``window`` positions: a view, so attention at position t does not read the empty rest of the cache."""
+
+    def __init__(self, max_cache_len: int):
+        super().__init__(max_cache_len=max_cache_len)
+        self.window = max_cache_len
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        return keys[:, :, : self.window], values[:, :, : self.window]
+
+
 class _DecodeProgram:
     """Every buffer a step reads or writes, preallocated on the device, and the step itself (``step``).
 
     ``position`` (a [1] int64 device tensor) is the step counter: the position this step computes. ``inputs`` holds
     that position's tokens for every decoder row; ``sequence`` the token grid of the conditional rows.
+
+    Self-attention reads the KV cache up to ``window``, the end of the bucket of ``attention_bucket`` positions that
+    holds the newest position (None: the whole preallocated cache), so a step's cost grows with its position, not
+    with the clip's length. The window is a shape, fixed while a CUDA graph replays: eager steps and graphs change it
+    at the same positions (``window_for``), so both attend over the same keys and give the same tokens.
     """
 
     def __init__(
@@ -127,6 +147,7 @@ class _DecodeProgram:
         sampling: Sampling,
         generator: torch.Generator | None,
         given: torch.Tensor | None = None,
+        attention_bucket: int | None = ATTENTION_BUCKET,
     ):
         model, device = loaded.model, loaded.device
         self.stack = loaded.decoder_stack()
@@ -154,10 +175,24 @@ class _DecodeProgram:
             else torch.tensor(torch.finfo(loaded.dtype).min, dtype=loaded.dtype, device=device)
         )
         config = self.stack.config
+        self.attention_bucket = attention_bucket
+        self.window = self.total
+        self.self_attention = [_WindowedLayer(self.total) for _ in range(config.num_hidden_layers)]
         self.cache = EncoderDecoderCache(
-            StaticCache(config=config, max_cache_len=self.total),
+            Cache(layers=self.self_attention),
             StaticCache(config=config, max_cache_len=conditioning.states.shape[1]),
         )
+
+    def window_for(self, position: int) -> int:
+        """The cache positions self-attention reads while computing `position` (and any before it in one forward)."""
+        if self.attention_bucket is None:
+            return self.total
+        return min(self.total, -(-(position + 1) // self.attention_bucket) * self.attention_bucket)
+
+    def set_window(self, window: int) -> None:
+        self.window = window
+        for layer in self.self_attention:
+            layer.window = window
 
     def stack_forward(self, input_ids: torch.Tensor, **_ignored) -> BaseModelOutputWithPastAndCrossAttentions:
         """The decoder stack for the next n positions (replaces the stack's ``forward`` during a decode): one at a
@@ -173,7 +208,8 @@ class _DecodeProgram:
         embeds = sum(stack.embed_tokens[k](codes[:, k]) for k in range(self.num_codebooks))
         positions = self.position + self.offsets[:count]
         hidden = embeds + stack.embed_positions.weights.index_select(0, positions)
-        visible = (self.key_index <= positions[:, None]).view(1, 1, count, -1)  # query t sees keys 0..t
+        keys = self.key_index[: self.window]
+        visible = (keys <= positions[:, None]).view(1, 1, count, -1)  # query t sees keys 0..t
         causal = visible if self.masked_value is None else torch.where(visible, 0.0, self.masked_value)
         conditioning = self.conditioning
         for layer in stack.layers:
@@ -194,6 +230,7 @@ class _DecodeProgram:
         if not self.given:
             return
         tokens = self.sequence[:, : self.given]
+        self.set_window(self.window_for(self.given - 1))
         self.stack(input_ids=tokens.repeat(self.copies, 1), cache=self.cache, use_cache=True)
         self.position.fill_(self.given)
         self.inputs.copy_(self.sequence[:, self.given].repeat(self.copies)[:, None])
@@ -244,46 +281,72 @@ def _hooks_allow_graph(stack: torch.nn.Module) -> bool:
 # ------------------------------------------------------------------------------------------------ the loops
 
 
-def _run_eager(program: _DecodeProgram, on_step: StepCallback | None) -> None:
-    for done in range(program.given + 1, program.total + 1):
+def _run_eager(program: _DecodeProgram, on_step: StepCallback | None, last: int | None = None) -> None:
+    """Steps up to position `last` (default: all), each attending over its window."""
+    for done in range(program.given + 1, (program.total if last is None else last) + 1):
+        program.set_window(program.window_for(done - 1))
         program.step()
         if on_step is not None:
             on_step(done, program.total, program.sequence)
 
 
 def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
-    """Eager warm-up steps on a side stream, then the step captured once and replayed for the rest.
+    """Eager warm-up steps on a side stream, then the step captured once per attention window and replayed.
 
-    Capturing records the step's kernels without running them, so the captured step is the next real step.
-    ``on_step`` is called once each replay is queued; the GPU may still be working on it (read a device value in
-    the callback if you need it finished).
+    Capturing records the step's kernels without running them, so the captured step is the next real step; the
+    graphs of all windows share one memory pool (they never run at once). ``on_step`` is called once each replay is
+    queued; the GPU may still be working on it (read a device value in the callback if you need it finished).
     """
     device = program.position.device
     warmup = min(program.given + WARMUP_STEPS, program.total)
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
-        for done in range(program.given + 1, warmup + 1):
-            program.step()
-            if on_step is not None:
-                on_step(done, program.total, program.sequence)
+        _run_eager(program, on_step, last=warmup)
     torch.cuda.current_stream(device).wait_stream(side)
-    if warmup == program.total:
-        return
-    graph = torch.cuda.CUDAGraph()
-    if program.generator is not None:
-        graph.register_generator_state(program.generator)
-    # thread_local: other threads of a server (e.g. Gradio's) may allocate on the GPU while we capture
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        program.step()
-    for done in range(warmup + 1, program.total + 1):
-        graph.replay()
+    pool = torch.cuda.graph_pool_handle()
+
+    def capture(step: Callable[[], None]) -> tuple[Callable[[], None], bool]:
+        graph = torch.cuda.CUDAGraph()
+        if program.generator is not None:
+            graph.register_generator_state(program.generator)
+        # thread_local: other threads of a server (e.g. Gradio's) may allocate on the GPU while we capture
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+            step()
+        return graph.replay, False
+
+    replay_by_window(program, warmup, on_step, capture)
+
+
+def replay_by_window(
+    program: _DecodeProgram,
+    first: int,
+    on_step: StepCallback | None,
+    record: Callable[[Callable[[], None]], tuple[Callable[[], None], bool]],
+) -> None:
+    """Steps after `first` done, through recordings of the step: one per attention window (its length is baked into
+    a recording), made when the window changes and replayed for every step inside it. ``record(step)`` returns the
+    replay and whether recording ran the step (a CUDA capture does not; the CPU tests' stand-in does)."""
+    replay, recorded = None, None
+    for done in range(first + 1, program.total + 1):
+        window = program.window_for(done - 1)
+        ran = False
+        if window != recorded:
+            program.set_window(window)
+            (replay, ran), recorded = record(program.step), window
+        if not ran:
+            replay()
         if on_step is not None:
             on_step(done, program.total, program.sequence)
 
 
 def _check_request(
-    loaded: LoadedModel, prompts: Sequence[str], frames: int, sampling: Sampling, given: torch.Tensor | None
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    frames: int,
+    sampling: Sampling,
+    given: torch.Tensor | None,
+    attention_bucket: int | None,
 ) -> None:
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise InputError("prompts must be a non-empty list of strings")
@@ -305,6 +368,8 @@ def _check_request(
                 f"given codes must be [{shape[0]}, {shape[1]}, P] with 0 < P < frames ({frames}), "
                 f"got {list(given.shape)}"
             )
+    if attention_bucket is not None and not (isinstance(attention_bucket, int) and attention_bucket >= 1):
+        raise InputError(f"attention_bucket must be a positive integer or None, got {attention_bucket!r}")
     if not sampling.greedy and not sampling.temperature > 0:
         raise InputError(f"temperature must be > 0, got {sampling.temperature}")
     if not 0.0 <= sampling.top_p <= 1.0:
@@ -339,6 +404,7 @@ def decode(
     use_cuda_graph: bool | None = None,
     with_audio: bool = True,
     given: torch.Tensor | None = None,
+    attention_bucket: int | None = ATTENTION_BUCKET,
 ) -> DecodeResult:
     """Generate `frames` audio frames (50 per second) for each prompt; the caller holds ``loaded.lock``.
 
@@ -351,13 +417,16 @@ def decode(
 
     `given` codes [B, K, P] (an audio prompt, ``LoadedModel.encode_audio``) are the first P of the `frames`: they are
     prefilled, ``on_step`` is called from step P + 1 on, and the audio holds all `frames`, the given ones re-decoded.
+
+    ``attention_bucket``: self-attention reads the cache up to the end of the current bucket of this many positions;
+    None reads the whole preallocated cache at every step (as before; kept for benchmarks and tests).
     """
-    _check_request(loaded, prompts, frames, sampling, given)
+    _check_request(loaded, prompts, frames, sampling, given, attention_bucket)
     graphed = _use_graph(loaded, use_cuda_graph)
     generator = None if sampling.greedy else torch.Generator(device=loaded.device).manual_seed(int(seed))
     with torch.inference_mode():
         conditioning = encode_text(loaded, prompts, cfg=sampling.guidance_scale > 1)
-        program = _DecodeProgram(loaded, conditioning, frames, sampling, generator, given)
+        program = _DecodeProgram(loaded, conditioning, frames, sampling, generator, given, attention_bucket)
         with _stack_forward_replaced(program.stack, program.stack_forward):
             program.prefill()
             (_run_graphed if graphed else _run_eager)(program, on_step)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from studio.banks import check_for_banks, load_banks
-from studio.decode import StepCallback, decode
+from studio.decode import ATTENTION_BUCKET, StepCallback, decode
 from studio.errors import Cancelled, InputError
 from studio.files import read_audio
 from studio.hooks import HookManager
@@ -166,10 +166,14 @@ def windows(frames: int, window: int, stride: int, prompt: int = 0) -> list[Wind
 
 
 def run_decode(
-    loaded: LoadedModel, recipe: Recipe, on_step: StepCallback, given: torch.Tensor | None = None
+    loaded: LoadedModel,
+    recipe: Recipe,
+    on_step: StepCallback,
+    given: torch.Tensor | None = None,
+    attention_bucket: int | None = ATTENTION_BUCKET,
 ) -> tuple[np.ndarray, torch.Tensor]:
     """The product's engine, our decode loop (studio/decode.py; a CUDA graph on a GPU): (audio [samples], tokens
-    [K, steps + 1])."""
+    [K, steps + 1]). `attention_bucket`: see ``decode``."""
     out = decode(
         loaded,
         [recipe.prompt],
@@ -178,6 +182,7 @@ def run_decode(
         sampling=recipe.sampling,
         on_step=on_step,
         given=None if given is None else given[None],
+        attention_bucket=attention_bucket,
     )
     return out.audio[0], out.sequence[0]
 

@@ -269,36 +269,59 @@ def test_same_seed_same_tokens_other_seed_other_tokens_global_rng_untouched(tiny
     assert torch.equal(a.codes, b.codes) and not torch.equal(a.codes, c.codes)
 
 
-def replayed_decode(loaded, prompt, frames, seed, sampling) -> torch.Tensor:
-    """Our loop with the step recorded once after the warm-up (its Python, hooks included, runs once and its values
-    are baked in, as in a CUDA graph capture) and the recording replayed for the remaining steps; the token grid."""
+def replayed_decode(loaded, prompt, frames, seed, sampling, bucket=8) -> torch.Tensor:
+    """Our loop as it runs on a GPU, with make_fx standing in for the CUDA graph: eager warm-up steps, then the step
+    recorded once per attention window (its Python, hooks included, runs once and its values are baked in, as in a
+    capture) and the recordings replayed for the remaining steps; the token grid."""
     generator = None if sampling.greedy else torch.Generator().manual_seed(seed)
     conditioning = decoding.encode_text(loaded, [prompt], cfg=sampling.guidance_scale > 1)
-    program = decoding._DecodeProgram(loaded, conditioning, frames, sampling, generator)
+    program = decoding._DecodeProgram(loaded, conditioning, frames, sampling, generator, attention_bucket=bucket)
+    record = lambda step: (make_fx(lambda: step())(), True)  # noqa: E731 (recording runs the step; a capture does not)
     with decoding._stack_forward_replaced(program.stack, program.stack_forward):
-        for _ in range(decoding.WARMUP_STEPS):
-            program.step()
-        replay = make_fx(lambda: program.step())()  # recording runs the step once (a CUDA capture would not)
-        for _ in range(program.total - decoding.WARMUP_STEPS - 1):
-            replay()
+        decoding._run_eager(program, None, last=decoding.WARMUP_STEPS)
+        decoding.replay_by_window(program, decoding.WARMUP_STEPS, None, record)
     return program.sequence.view(1, loaded.num_codebooks, -1)
 
 
 @pytest.mark.parametrize("sampling", [GREEDY, Sampling(top_k=50, temperature=0.9)])
-def test_step_replayed_from_a_single_recording_gives_the_eager_tokens(tiny, sampling):
-    """What a CUDA graph needs, checked on the CPU: nothing in the step depends on Python state that changes."""
-    eager = decode(tiny, ["calm piano"], 25, seed=11, sampling=sampling, with_audio=False)
+def test_step_replayed_from_one_recording_per_window_gives_the_eager_tokens(tiny, sampling):
+    """What a CUDA graph needs, checked on the CPU: nothing in the step depends on Python state that changes within
+    an attention window (28 steps in windows of 8: four recordings)."""
+    eager = decode(tiny, ["calm piano"], 25, seed=11, sampling=sampling, with_audio=False, attention_bucket=8)
     with torch.inference_mode():
         assert torch.equal(replayed_decode(tiny, "calm piano", 25, 11, sampling), eager.sequence)
 
 
+@pytest.mark.parametrize("sampling", [GREEDY, Sampling()])
+def test_attention_reads_the_cache_up_to_its_window_and_gives_the_whole_cache_tokens(tiny, sampling):
+    """Step t's self-attention gets the cache up to the end of its bucket of positions, not the whole preallocated
+    cache (which made every step pay for the clip's full length); the tokens are those of reading it all."""
+    read = []
+    update = decoding._WindowedLayer.update
+
+    def spy(layer, *args, **kwargs):
+        keys, values = update(layer, *args, **kwargs)
+        read.append(keys.shape[2])
+        return keys, values
+
+    frames, steps = 25, 25 + tiny.num_codebooks - 1
+    with mock.patch.object(decoding._WindowedLayer, "update", spy):
+        windowed = decode(tiny, ["calm piano"], frames, seed=3, sampling=sampling, attention_bucket=8)
+    assert read[:: tiny.num_layers] == [min(steps, 8 * (t // 8 + 1)) for t in range(steps)]
+    assert len(read) == steps * tiny.num_layers
+    whole = decode(tiny, ["calm piano"], frames, seed=3, sampling=sampling, attention_bucket=None)
+    assert torch.equal(windowed.sequence, whole.sequence)
+    assert torch.equal(decode(tiny, ["calm piano"], frames, seed=3, sampling=sampling).sequence, whole.sequence)
+
+
 def test_steering_hooks_survive_replay(tiny):
-    """studio/hooks.py's hooks, recorded once and replayed, steer and capture as they do eagerly."""
+    """studio/hooks.py's hooks, recorded once per attention window and replayed, steer and capture as they do
+    eagerly."""
     frames = 25
     steps = frames + tiny.num_codebooks - 1
     plan = random_plan(tiny, steps, seed=4)
     with HookManager(tiny, plan, capture_layer=2, steps=steps, cfg=True) as eager_hooks:
-        eager = decode(tiny, ["calm piano"], frames, seed=2, with_audio=False)
+        eager = decode(tiny, ["calm piano"], frames, seed=2, with_audio=False, attention_bucket=8)
     with HookManager(tiny, plan, capture_layer=2, steps=steps, cfg=True) as replay_hooks, torch.inference_mode():
         replayed = replayed_decode(tiny, "calm piano", frames, 2, Sampling())
     assert torch.equal(replayed, eager.sequence)
@@ -357,6 +380,7 @@ def test_only_hooks_marked_replay_safe_allow_a_graph(tiny):
         (dict(sampling=Sampling(temperature=0.0)), "temperature"),
         (dict(sampling=Sampling(top_p=1.5)), "top_p"),
         (dict(use_cuda_graph=True), "CUDA device"),
+        (dict(attention_bucket=0), "attention_bucket must be a positive integer or None, got 0"),
     ],
 )
 def test_bad_requests_are_refused_with_a_reason(tiny, kwargs, message):
@@ -378,10 +402,13 @@ def tiny_cuda(request):
 @needs_cuda
 @pytest.mark.parametrize("sampling", [GREEDY, Sampling(), Sampling(top_k=0, top_p=0.9, temperature=0.8)])
 def test_cuda_graph_and_eager_give_identical_tokens(tiny_cuda, sampling):
-    graphed = decode(tiny_cuda, ["calm piano", "drums"], 100, seed=5, sampling=sampling, use_cuda_graph=True)
-    eager = decode(tiny_cuda, ["calm piano", "drums"], 100, seed=5, sampling=sampling, use_cuda_graph=False)
-    assert graphed.used_cuda_graph and not eager.used_cuda_graph
-    assert torch.equal(graphed.codes, eager.codes)
+    """Over 400 steps: four graphs of the default attention window, thirteen of a 32-position one."""
+    for bucket in (decoding.ATTENTION_BUCKET, 32):
+        args = dict(seed=5, sampling=sampling, attention_bucket=bucket)
+        graphed = decode(tiny_cuda, ["calm piano", "drums"], 397, use_cuda_graph=True, **args)
+        eager = decode(tiny_cuda, ["calm piano", "drums"], 397, use_cuda_graph=False, **args)
+        assert graphed.used_cuda_graph and not eager.used_cuda_graph
+        assert torch.equal(graphed.codes, eager.codes)
     assert decode(tiny_cuda, ["calm piano", "drums"], 100, seed=5, sampling=sampling).used_cuda_graph  # the default
 
 

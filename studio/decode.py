@@ -190,6 +190,8 @@ class _DecodeProgram:
         return min(self.total, -(-(position + 1) // self.attention_bucket) * self.attention_bucket)
 
     def set_window(self, window: int) -> None:
+        if window == self.window:  # most steps: the window changes once every ATTENTION_BUCKET positions
+            return
         self.window = window
         for layer in self.self_attention:
             layer.window = window
@@ -282,7 +284,7 @@ def _hooks_allow_graph(stack: torch.nn.Module) -> bool:
 
 
 def _run_eager(program: _DecodeProgram, on_step: StepCallback | None, last: int | None = None) -> None:
-    """Steps up to position `last` (default: all), each attending over its window."""
+    """Steps until `last` are done (default: all of them), each attending over its window."""
     for done in range(program.given + 1, (program.total if last is None else last) + 1):
         program.set_window(program.window_for(done - 1))
         program.step()
@@ -315,10 +317,10 @@ def _run_graphed(program: _DecodeProgram, on_step: StepCallback | None) -> None:
             step()
         return graph.replay, False
 
-    replay_by_window(program, warmup, on_step, capture)
+    _replay_by_window(program, warmup, on_step, capture)
 
 
-def replay_by_window(
+def _replay_by_window(
     program: _DecodeProgram,
     first: int,
     on_step: StepCallback | None,

@@ -279,7 +279,7 @@ def replayed_decode(loaded, prompt, frames, seed, sampling, bucket=8) -> torch.T
     record = lambda step: (make_fx(lambda: step())(), True)  # noqa: E731 (recording runs the step; a capture does not)
     with decoding._stack_forward_replaced(program.stack, program.stack_forward):
         decoding._run_eager(program, None, last=decoding.WARMUP_STEPS)
-        decoding.replay_by_window(program, decoding.WARMUP_STEPS, None, record)
+        decoding._replay_by_window(program, decoding.WARMUP_STEPS, None, record)
     return program.sequence.view(1, loaded.num_codebooks, -1)
 
 

@@ -17,6 +17,7 @@ and also computes the AGOP of its kept model, which is what gives the directions
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--skip-xrfm", action="store_true", help="time ours only")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,24 +171,47 @@ def main(argv: list[str] | None = None) -> None:
         for name, run in sides.items():
             runs[name].append(run())
     fastest = {name: min(side_runs, key=lambda run: run[0]) for name, side_runs in runs.items()}
+    figures = {
+        "device": args.device,
+        "n": args.n,
+        "d": args.d,
+        "layers": args.layers,
+        "classes": args.classes,
+        "seconds": {name: run[0] for name, run in fastest.items()},
+        "mean_val_auc": {name: run[1].mean().item() for name, run in fastest.items()},
+    }
     for name, (seconds, auc, _) in fastest.items():
         times = ", ".join(f"{run[0]:.2f}" for run in runs[name])
         print(f"{name:16s} {seconds:9.2f} s   mean val AUC {auc.mean():.4f}   (runs: {times} s)")
-    if args.skip_xrfm:
-        return
+    if not args.skip_xrfm:
+        figures["vs_xrfm"] = compare_with_xrfm(fastest, args.layers)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+def compare_with_xrfm(fastest: dict, layers: int) -> dict:
+    """Print and return each of our metrics' speed-up over xRFM and how far its AUCs and directions are from xRFM's."""
     xrfm_s, xrfm_auc, xrfm_top = fastest.pop("xRFM")
+    figures = {}
     for name, (seconds, auc, top) in fastest.items():
         layer_diff = (auc.mean(1) - xrfm_auc.mean(1)).abs()
         cos = (top * xrfm_top).sum(-1).abs()
+        figures[name] = {
+            "speedup": xrfm_s / seconds,
+            "max_layer_mean_auc_diff": layer_diff.max().item(),
+            "max_probe_auc_diff": (auc - xrfm_auc).abs().max().item(),
+            "min_top_direction_cos": cos.min().item(),
+        }
         print(
             f"{name}: speed-up (xRFM s / ours s) {xrfm_s / seconds:.2f}x; mean AUC per layer |ours - xRFM| max "
             f"{layer_diff.max():.5f}; per probe |AUC diff| max {(auc - xrfm_auc).abs().max():.5f}; "
             f"top direction |cos| min {cos.min():.4f}, mean {cos.mean():.4f}"
         )
     print("layer  " + "  ".join(f"{name:>16s}" for name in [*fastest, "xRFM"]) + "   (mean val AUC)")
-    for layer in range(args.layers):
+    for layer in range(layers):
         values = [auc[layer].mean() for _, auc, _ in fastest.values()] + [xrfm_auc[layer].mean()]
         print(f"{layer:5d}  " + "  ".join(f"{value:16.4f}" for value in values))
+    return figures
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def instructions(args, variant: str) -> int:
 
 def setup(args) -> tuple[LoadedModel, dict, Recipe, Recipe, str]:
     """The model, its bank, the unsteered and steered recipes, and a description of the bank."""
-    loaded = shaped_model(args.shape, args.device, args.dtype)
+    loaded = shaped_model(args.shape, args.device, args.precision)
     if args.shape == "tiny" and args.probe_points is None and COMMITTED_TINY_BANK.is_dir():
         bank = ConceptBank.load(COMMITTED_TINY_BANK, expect=loaded.signature)
         about = f"the committed bank {COMMITTED_TINY_BANK.relative_to(ROOT)}"
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=("tiny", "small", "large"), default="tiny")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 | int8")
     parser.add_argument("--seconds", type=float, default=None, help="clip length (default 10)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=3.0)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded, banks, base, steered, about = setup(args)
     print(
-        f"model {loaded.model_id} on {loaded.device} ({loaded.dtype}), {loaded.num_layers} layers x "
+        f"model {loaded.model_id} on {loaded.device} ({loaded.precision}), {loaded.num_layers} layers x "
         f"{loaded.hidden_size}, {base.seconds:g} s, CFG {args.guidance:g}, {torch.get_num_threads()} CPU threads; "
         f"steered: {len(steered.controls)} controls on all {loaded.num_layers} layers; {about}"
     )

@@ -27,13 +27,13 @@ T5_BASE = dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
 CODEC_32KHZ = dict(num_filters=64, codebook_size=2048, codebook_dim=128, target_bandwidths=[2.2])
 
 
-def shaped_model(shape: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+def shaped_model(shape: str, device: str | None = None, precision: str | None = None) -> LoadedModel:
     """The built-in tiny model, or random weights of musicgen-`shape`'s architecture built directly on the device."""
     if shape == "tiny":
-        return load_model("tiny", device=device, dtype=dtype)
+        return load_model("tiny", device=device, precision=precision)
     from transformers import MusicgenForConditionalGeneration
 
-    from studio.model import musicgen_config, resolve_dtype, sampling_defaults
+    from studio.model import musicgen_config, resolve_precision, sampling_defaults
 
     torch_device = resolve_device(device)
     decoder = dict(vocab_size=2048, max_position_embeddings=2048, **DECODER_SHAPES[shape])
@@ -43,7 +43,11 @@ def shaped_model(shape: str, device: str | None = None, dtype: str | None = None
         model = MusicgenForConditionalGeneration(config)
     model.generation_config = sampling_defaults(2048)
     return as_loaded(
-        model, tiny_tokenizer(), f"musicgen-{shape}-shape", torch_device, resolve_dtype(dtype, torch_device)
+        model,
+        tiny_tokenizer(),
+        f"musicgen-{shape}-shape",
+        torch_device,
+        resolve_precision(precision, torch_device),
     )
 
 

@@ -105,7 +105,7 @@ def extract_activations(
 
 
 def cache_key(loaded: LoadedModel, dataset_key: str, pooling: str) -> str:
-    """Activations depend on the model (signature, weights, dtype), the clips and the pooling."""
+    """Activations depend on the model (signature, weights, precision), the clips and the pooling."""
     parts = {
         "v": CACHE_VERSION,
         "model": loaded.signature.__dict__,
@@ -114,6 +114,8 @@ def cache_key(loaded: LoadedModel, dataset_key: str, pooling: str) -> str:
         "dataset": dataset_key,
         "pooling": pooling,
     }
+    if loaded.precision == "int8":  # int8 keeps fp32 activations; the key of fp32 caches stays as it was
+        parts["precision"] = loaded.precision
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 

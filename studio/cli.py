@@ -21,6 +21,11 @@ DEFAULT_MODEL = "facebook/musicgen-small"
 PROMPT_SECONDS = 5.0  # `generate --prompt` without --seconds (a recipe brings its own)
 ENGINES = ("fast", "hf")
 ENGINE_HELP = "fast: our decode loop, CUDA graphs on a GPU (default); hf: transformers' generate, the reference"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+PRECISION_HELP = (
+    "the decoder's precision; auto (default): fp16 on a GPU, on the CPU int8 when it is faster and passes a fidelity "
+    "check against fp32, else fp32 (studio/precision.py)"
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -61,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     studio.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when present)")
     studio.add_argument("--engine", choices=ENGINES, default="fast", help=ENGINE_HELP)
+    studio.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     studio.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     studio.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
 
@@ -89,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
     gen.add_argument("--device", default=None)
-    gen.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16")
+    gen.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     gen.add_argument("--engine", choices=ENGINES, default="fast", help=ENGINE_HELP)
     gen.add_argument("--out", required=True, help="output WAV path")
     return parser
@@ -114,7 +120,7 @@ def run_generate(args) -> int:
     """Render a prompt or a recipe: out.wav, and with a recipe out.json = {"recipe": as run, "audio", "readout"}."""
     from studio.files import write_json, write_wav
     from studio.generate import generate
-    from studio.model import load_model
+    from studio.precision import load
     from studio.recipe import Recipe, load_recipe, with_overrides
 
     out = Path(args.out)
@@ -133,7 +139,7 @@ def run_generate(args) -> int:
         seed=args.seed,
         guidance_scale=args.guidance,
     )
-    loaded = load_model(recipe.model, device=args.device, dtype=args.dtype)
+    loaded = load(recipe.model, device=args.device, precision=args.precision)
     steps = loaded.steps_for(loaded.frames_for(recipe.seconds))  # checked by generate, window by window
     with tqdm(total=steps, desc="generating", unit="step", file=sys.stderr) as bar:
         # steps count from the clip's start: a continuation's bar starts past its prompt
@@ -158,7 +164,14 @@ def run_generate(args) -> int:
 def run_studio(args) -> int:
     from studio.ui import serve
 
-    serve(model=args.model, device=args.device, host=args.host, port=args.port, engine=engine_named(args.engine))
+    serve(
+        model=args.model,
+        device=args.device,
+        host=args.host,
+        port=args.port,
+        engine=engine_named(args.engine),
+        precision=args.precision,
+    )
     return 0
 
 

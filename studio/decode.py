@@ -85,10 +85,12 @@ class DecodeResult:
 
 @dataclass(frozen=True)
 class Conditioning:
-    """Cross-attention inputs for the decoder batch: states [R, S, d] and transformers' 4-D mask (or None)."""
+    """Cross-attention inputs for the decoder batch: states [R, S, d], transformers' 4-D mask for one new position
+    (or None) and the text's own [R, S] mask."""
 
     states: torch.Tensor
     mask: torch.Tensor | None
+    text_mask: torch.Tensor
     rows: int  # R = B, or 2B with classifier-free guidance
 
 
@@ -111,7 +113,27 @@ def encode_text(loaded: LoadedModel, prompts: Sequence[str], cfg: bool) -> Condi
     cross_mask = create_bidirectional_mask(
         config=stack.config, inputs_embeds=query, attention_mask=mask, encoder_hidden_states=states
     )
-    return Conditioning(states=states, mask=cross_mask, rows=states.shape[0])
+    return Conditioning(states=states, mask=cross_mask, text_mask=mask, rows=states.shape[0])
+
+
+def teacher_forced_scores(
+    loaded: LoadedModel, prompt: str, sequence: torch.Tensor, guidance_scale: float
+) -> torch.Tensor:
+    """The scores a decode samples from (guided logits, before temperature and filters) at every position of a given
+    token grid [K, S] (BOS column first), in one forward of the decoder: [K, S - 1, V] float32, row t of codebook k
+    scoring position t + 1. Fidelity checks run the same tokens through two versions of a model (studio/precision.py).
+    """
+    cfg = guidance_scale > 1
+    with torch.inference_mode():
+        conditioning = encode_text(loaded, [prompt], cfg=cfg)
+        inputs = sequence[:, :-1].to(loaded.device).repeat(2 if cfg else 1, 1)
+        hidden = loaded.decoder_stack()(
+            input_ids=inputs,
+            encoder_hidden_states=conditioning.states,
+            encoder_attention_mask=conditioning.text_mask,
+        ).last_hidden_state
+        logits = torch.stack([head(hidden) for head in loaded.model.decoder.lm_heads], dim=1).float()  # [R, K, T, V]
+        return (guide(logits, guidance_scale) if cfg else logits)[0]
 
 
 class _WindowedLayer(StaticLayer):

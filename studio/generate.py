@@ -72,12 +72,14 @@ class Result:
     recipe: Recipe  # the recipe as run (model = the model actually used)
     tokens: torch.Tensor  # [num_codebooks, steps + 1] decoder tokens in the delay pattern, BOS column first
     plan: SteeringPlan | None  # the compiled plan (None without enabled controls)
+    precision: dict  # the decoder's precision and why it was chosen (studio/precision.py)
 
     def record(self, audio_file: str | None = None) -> dict:
-        """The JSON saved next to a render: the recipe as run (loadable with recipe.load_recipe), the audio's facts
-        and the per-step readout (None when the recipe has no readout)."""
+        """The JSON saved next to a render: the recipe as run (loadable with recipe.load_recipe), the decoder's
+        precision, the audio's facts and the per-step readout (None when the recipe has no readout)."""
         return {
             "recipe": self.recipe.to_dict(),
+            "precision": self.precision,
             "audio": {
                 "file": audio_file,
                 "sample_rate": self.sample_rate,
@@ -163,6 +165,15 @@ def windows(frames: int, window: int, stride: int, prompt: int = 0) -> list[Wind
         start = end - (window - stride)
         passes.append(Window(start, min(window, frames - start), window - stride))
     return passes
+
+
+def decoder_steps(loaded: LoadedModel, recipe: Recipe) -> int:
+    """The decoder steps a generation of `recipe` runs, over all its passes (an audio prompt's frames, given, would
+    make it fewer): what a GPU call must last for."""
+    window, stride = recipe.extend.sizes(loaded.max_seconds)
+    frames = loaded.frames_for(recipe.seconds)
+    parts = windows(frames, loaded.frames_for(window), loaded.frames_for(stride))
+    return sum(loaded.steps_for(part.frames) - part.given for part in parts)
 
 
 def run_decode(
@@ -300,6 +311,7 @@ def generate(
         recipe=replace(recipe, model=loaded.model_id),
         tokens=tokens,
         plan=plan,
+        precision={"decoder": loaded.precision, "why": loaded.precision_note},
     )
 
 
@@ -309,6 +321,7 @@ __all__ = [
     "Engine",
     "Window",
     "windows",
+    "decoder_steps",
     "run_decode",
     "audio_prompt_codes",
     "prepare",

@@ -20,8 +20,10 @@ import logging
 import os
 import socket
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import numpy as np
@@ -100,6 +102,8 @@ class LoadedModel:
     max_seconds: float
     is_tiny: bool
     signature: ModelSignature
+    precision: str  # a key of PRECISIONS: how the decoder's weights are held (dtype: its activations')
+    precision_note: str = ""  # why this precision, when studio.precision.load chose it
     # Held for a whole generation: hooks and the global RNG seed belong to one request at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -331,21 +335,51 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+# Precisions: the decoder's weights in fp32, fp16 or bf16, or (on the CPU) its layers' linear layers in int8 with
+# fp32 arithmetic around them; the value is the dtype of the model's activations.
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
     """fp16 on CUDA and fp32 on the CPU unless asked otherwise (fp16 matmuls on the CPU are slow or missing)."""
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    table = {
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-    }
-    if dtype not in table:
-        raise ModelLoadError(f"unknown dtype '{dtype}': use one of fp32, fp16, bf16")
-    return table[dtype]
+    if precision is None:
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and device.type != "cpu":
+        raise ModelLoadError("precision int8 is the CPU path (torch's int8 kernels run on the CPU); on a GPU use fp16")
+    return precision
+
+
+def quantize_decoder(loaded: LoadedModel) -> Callable[[], None]:
+    """Swap the decoder's linear layers (its layers' and the lm heads), in place, for int8 ones: weights int8 per
+    output channel, each input quantized to uint8 on the fly (torch's dynamic quantization, fbgemm kernels; torchao
+    0.18's int8 configs ran 2-3x slower than fp32 on this CPU). Embeddings, norms, attention and the steering and
+    readout stay fp32, and so do the text encoder and the codec, which run once per clip.
+    Returns a function that puts the fp32 layers back."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    loaded.weights_fingerprint  # noqa: B018 -- taken from the checkpoint's weights: packed int8 ones are not tensors
+    parts = [loaded.decoder_layers(), loaded.model.decoder.lm_heads]
+    originals = [
+        (parent, name, child)
+        for part in parts
+        for parent in part.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.Linear
+    ]
+    with warnings.catch_warnings():  # torch 2.13 warns that torch.ao moves to torchao, whose CPU kernels are slower
+        warnings.simplefilter("ignore")
+        for part in parts:
+            quantize_dynamic(part, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    loaded.precision = "int8"
+
+    def restore() -> None:
+        for parent, name, child in originals:
+            setattr(parent, name, child)
+        loaded.precision = "fp32"
+
+    return restore
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -417,13 +451,14 @@ def _load_weights(name: str):
 
 
 def as_loaded(
-    model: MusicgenForConditionalGeneration, tokenizer, model_id: str, device: torch.device, dtype: torch.dtype
+    model: MusicgenForConditionalGeneration, tokenizer, model_id: str, device: torch.device, precision: str = "fp32"
 ) -> LoadedModel:
-    """`model` moved to `device` and `dtype` once, frozen, with its facts read off its config."""
+    """`model` moved to `device` once at `precision` (see PRECISIONS), frozen, with its facts read off its config."""
+    dtype = PRECISIONS[precision]
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     dec = model.config.decoder
     frame_rate = int(model.config.audio_encoder.frame_rate)
-    return LoadedModel(
+    loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
         model_id=model_id,
@@ -437,7 +472,11 @@ def as_loaded(
         max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks) / frame_rate),
         is_tiny=model_id in (TINY, TINY_RANDOM),
         signature=ModelSignature(model_id, config_hash(model), int(dec.hidden_size), int(dec.num_hidden_layers)),
+        precision="fp32" if precision == "int8" else precision,
     )
+    if precision == "int8":
+        quantize_decoder(loaded)
+    return loaded
 
 
 def load_tiny_model() -> MusicgenForConditionalGeneration:
@@ -456,16 +495,18 @@ def load_tiny_model() -> MusicgenForConditionalGeneration:
             hf_logging.enable_progress_bar()
 
 
-def load_model(name: str = TINY, device: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Load MusicGen by hub id, folder, "tiny" or "tiny-random", move it to `device` once and freeze it."""
+def load_model(name: str = TINY, device: str | None = None, precision: str | None = None) -> LoadedModel:
+    """Load MusicGen by hub id, folder, "tiny" or "tiny-random", move it to `device` once at `precision` (None: fp16
+    on CUDA, fp32 on the CPU; studio.precision.load picks int8 on the CPU when it is faster and faithful) and freeze
+    it."""
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    precision = resolve_precision(precision, torch_device)
     if name == TINY:
         model, tokenizer, model_id = load_tiny_model(), tiny_tokenizer(), TINY
     elif name == TINY_RANDOM:
         model, tokenizer, model_id = build_tiny_random_model(), tiny_tokenizer(), TINY_RANDOM
     else:
         model, tokenizer, model_id = _load_weights(name)
-    loaded = as_loaded(model, tokenizer, model_id, torch_device, torch_dtype)
-    log.info("loaded %s on %s (%s)", loaded.signature.describe(), torch_device, torch_dtype)
+    loaded = as_loaded(model, tokenizer, model_id, torch_device, precision)
+    log.info("loaded %s on %s (%s)", loaded.signature.describe(), torch_device, precision)
     return loaded

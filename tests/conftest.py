@@ -13,6 +13,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub; a
 os.environ["MUSICRFM_HOME"] = tempfile.mkdtemp(prefix="musicrfm-tests-")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu skip, with the reason shown, where there is no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU, none here: bench/gpu.sh runs the GPU tests on one")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """The tiny MusicGen trained here (assets/models/tiny/musicgen) on the CPU. Tests must not modify it."""

@@ -26,7 +26,8 @@ LAYERS = [
     ("studio.plan",),
     ("studio.hooks", "studio.readout", "studio.streaming"),
     ("studio.decode",),
-    ("studio.generate", "studio.reference"),  # the runtime's top: a recipe in, audio and readout out
+    # the runtime's top: a recipe in, audio and readout out; a model loaded at its fastest faithful precision
+    ("studio.generate", "studio.reference", "studio.precision"),
     ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),
     ("probes.train", "probes.tinymusic"),
     ("probes.evaluate",),  # the offline pipeline's top

@@ -302,7 +302,7 @@ def judge_prompts(model, seeds: int = 5, seconds: float = 2.0, instrument: str =
     from studio.model import as_loaded
     from studio.sampling import Sampling
 
-    loaded = as_loaded(model, tiny_tokenizer(), "tiny-trained", torch.device("cpu"), torch.float32)
+    loaded = as_loaded(model, tiny_tokenizer(), "tiny-trained", torch.device("cpu"))
     named = [note_caption(c, instrument) for c in PITCH_CLASSES]
     unnamed = [note_caption(None, instrument)] * len(PITCH_CLASSES)
     frames = int(round(seconds * loaded.frame_rate))

@@ -137,7 +137,8 @@ class Handlers:
 
     def __init__(self, studio: Studio):
         self.studio = studio
-        self.stream = on_gpu(studio.stream)  # wrapped once, while the app is built, as ZeroGPU expects
+        # wrapped once, while the app is built, as ZeroGPU expects; each call held for as long as its request needs
+        self.stream = on_gpu(studio.stream, studio.gpu_seconds)
         self.out_dir = Path(tempfile.mkdtemp(prefix="musicrfm-studio-"))
 
     # ---- the controls

@@ -296,9 +296,9 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     )
 
 
-def serve(model: str, device: str | None, host: str, port: int, engine=None) -> None:
+def serve(model: str, device: str | None, host: str, port: int, engine=None, precision: str = "auto") -> None:
     """Load `model` (the tiny one when it cannot be had) and serve the studio on host:port until interrupted."""
-    loaded, banner = load_with_fallback(model, device)
+    loaded, banner = load_with_fallback(model, device, precision)
     app = build_app(loaded, banner, engine)
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1).launch(
         server_name=host, server_port=port, max_file_size=MAX_UPLOAD, css=CSS, show_error=True

@@ -4,8 +4,10 @@ generations running for the page's visitors; and loading the model with the tiny
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +15,9 @@ from probes.bank import ConceptBank
 from studio.banks import find_all, load_all, model_banks_roots, origin, user_banks_root
 from studio.decode import warm_up
 from studio.errors import ModelLoadError
-from studio.generate import StepEvent, generate
-from studio.model import TINY, LoadedModel, load_model
+from studio.generate import StepEvent, decoder_steps, generate
+from studio.model import TINY, LoadedModel
+from studio.precision import AUTO, load
 from studio.recipe import Recipe, parse_recipe
 
 log = logging.getLogger(__name__)
@@ -23,30 +26,47 @@ TINY_KNOWS = "trained here on SynTheory renders: notes, chords, intervals, scale
 TINY_BANNER = f"Running on the **tiny** model, {TINY_KNOWS}."
 
 
-def load_with_fallback(name: str, device: str | None = None) -> tuple[LoadedModel, str]:
-    """Load `name` and warm it up, with the page's banner; when it cannot be had, the built-in tiny model, with a
-    banner that says so and why."""
+def load_with_fallback(name: str, device: str | None = None, precision: str = AUTO) -> tuple[LoadedModel, str]:
+    """Load `name` at `precision` and warm it up, with the page's banner; when it cannot be had, the built-in tiny
+    model, with a banner that says so and why. The banner ends with the decoder's precision and why it was chosen."""
     banner = TINY_BANNER if name == TINY else ""
     try:
-        loaded = load_model(name, device=device)
+        loaded = load(name, device=device, precision=precision)
     except ModelLoadError as err:
         log.warning("%s; falling back to the tiny model", err)
         loaded, banner = (
-            load_model(TINY, device=device),
+            load(TINY, device=device, precision=AUTO),
             (f"**{name} could not be loaded**, so the studio runs on the **tiny** model ({TINY_KNOWS}). {err}"),
         )
-    warm_up(loaded)  # the first generation on a GPU is several times slower: pay for it here, not on a visitor's
+    banner = f"{banner} Decoder precision: **{loaded.precision}** ({loaded.precision_note}).".strip()
+    # The first generation on a GPU is several times slower: pay for it here, not on a visitor's. Not on ZeroGPU:
+    # there the GPU exists only inside a call, and nothing warmed (CUDA graphs included) outlives the call; each
+    # request's decode captures its own graphs inside its call.
+    if not ZERO_GPU:
+        warm_up(loaded)
     return loaded, banner
 
 
 try:  # On a Hugging Face ZeroGPU Space, generation must run inside a spaces.GPU call to get the GPU.
     import spaces
+    from spaces.config import Config as _SpacesConfig
 
-    on_gpu = spaces.GPU(duration=120)
-except ImportError:  # everywhere else it is a no-op
+    ZERO_GPU = bool(_SpacesConfig.zero_gpu)
+except ImportError:
+    spaces, ZERO_GPU = None, False
 
-    def on_gpu(fn):
-        return fn
+# How long a ZeroGPU call is held (Studio.gpu_seconds). Shorter requests are served sooner, and a call that outlasts its
+# duration is killed: steps at the rate last measured in this process, with a margin, plus a fixed cost.
+GPU_STEPS_PER_SECOND = 50.0  # before any request is measured: musicgen-large, eager, on a slice of an H200, and less
+GPU_FIXED_SECONDS = 10.0  # attaching the GPU, moving the weights, the text encoder, the codec
+GPU_MARGIN = 1.5
+GPU_MAX_SECONDS = 300
+
+
+def on_gpu(fn, duration):
+    """`fn` run inside a spaces.GPU call held for ``duration(*args, **kwargs)`` seconds (spaces.GPU is a no-op off
+    ZeroGPU); `fn` itself where the spaces package is not installed."""
+    return fn if spaces is None else spaces.GPU(duration=duration)(fn)
 
 
 @dataclass
@@ -71,6 +91,7 @@ class Studio:
         self.write_root = self.custom_root or user_banks_root(loaded.model_id)
         self.banks: dict[str, ConceptBank] = {}
         self.cancels: dict[str, _Switch] = {}
+        self.steps_per_second: float | None = None  # the rate the last generation here ran at
         self.reload_banks()
 
     def reload_banks(self) -> None:
@@ -98,6 +119,13 @@ class Studio:
             switch = self.cancels[session] = _Switch()
         switch.runs += 1
 
+    def gpu_seconds(self, recipe: Recipe, session: str, with_baseline: bool, live_audio: bool = False) -> int:
+        """The seconds a ZeroGPU call for ``stream`` with these arguments should hold the GPU: its decoder steps
+        (twice with the baseline) at the last measured rate, with a margin, plus the fixed cost."""
+        steps = decoder_steps(self.loaded, recipe) * (2 if with_baseline else 1)
+        rate = self.steps_per_second or GPU_STEPS_PER_SECOND
+        return min(GPU_MAX_SECONDS, math.ceil(GPU_FIXED_SECONDS + GPU_MARGIN * steps / rate))
+
     def stream(self, recipe: Recipe, session: str, with_baseline: bool, live_audio: bool = False):
         """Run the recipe (then its unsteered baseline) in a worker thread; yield ("step", StepEvent) while it runs
         (with the steered clip's audio as it is made when `live_audio`), then ("done", steered Result, baseline Result
@@ -112,6 +140,7 @@ class Studio:
 
         def work():
             try:
+                began = time.perf_counter()
                 steered = generate(
                     self.loaded,
                     recipe,
@@ -125,6 +154,8 @@ class Studio:
                 if with_baseline:
                     plain = parse_recipe({**recipe.to_dict(), "controls": []})
                     baseline = generate(self.loaded, plain, None, banks=self.banks, cancel=cancel, engine=self.engine)
+                steps = decoder_steps(self.loaded, recipe) * (2 if with_baseline else 1)
+                self.steps_per_second = steps / (time.perf_counter() - began)
                 events.put(("done", steered, baseline))
             except Exception as err:  # handed to the page's thread, which shows it
                 events.put(("error", err))

@@ -394,7 +394,7 @@ def test_repeated_predictions_reuse_the_centers_and_equal_the_definition():
     assert probe._prepared is None
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.gpu
 def test_gpu_matches_cpu():
     X, y, Xv, yv, u = _planted_binary(seed=95)
     cpu = fit_rfm(X, y, Xv, yv, iters=4, device="cpu")

@@ -61,6 +61,7 @@ def test_generate_writes_a_wav_of_the_requested_length_with_identical_bytes(tmp_
         (["--seconds", "601"], "seconds must be in (0, 600], got 601"),
         (["--model", "nobody/no-such-model"], "nobody/no-such-model"),
         (["--out", "/nonexistent-folder/x.wav"], "does not exist"),
+        (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, words):

@@ -26,7 +26,6 @@ from studio.plan import SteeringPlan
 from studio.sampling import Sampling, filter_scores, guide, sample
 
 GREEDY = Sampling(greedy=True)
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: graph and fp16 paths untested")
 
 
 def hf_generate(loaded, prompts, frames, **kwargs):
@@ -396,10 +395,10 @@ def test_bad_requests_are_refused_with_a_reason(tiny, kwargs, message):
 def tiny_cuda(request):
     from studio.model import load_model
 
-    return load_model("tiny", device="cuda", dtype=request.param)
+    return load_model("tiny", device="cuda", precision=request.param)
 
 
-@needs_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("sampling", [GREEDY, Sampling(), Sampling(top_k=0, top_p=0.9, temperature=0.8)])
 def test_cuda_graph_and_eager_give_identical_tokens(tiny_cuda, sampling):
     """Over 400 steps: four graphs of the default attention window, thirteen of a 32-position one."""
@@ -412,7 +411,7 @@ def test_cuda_graph_and_eager_give_identical_tokens(tiny_cuda, sampling):
     assert decode(tiny_cuda, ["calm piano", "drums"], 100, seed=5, sampling=sampling).used_cuda_graph  # the default
 
 
-@needs_cuda
+@pytest.mark.gpu
 def test_greedy_on_cuda_against_transformers(tiny_cuda, record_property):
     """On the GPU the two engines use different attention kernels (a masked static cache against a growing one), so
     their logits may differ in the last bits and greedy tokens may part ways at a near-tie. The first step where they

@@ -403,9 +403,22 @@ def test_cli_renders_a_recipe_to_wav_and_json(tmp_path, bank_folder, capsys):
     record = json.loads((tmp_path / "out.json").read_text())
     assert record["recipe"] == recipe.to_dict() and load_recipe(tmp_path / "out.json") == recipe
     assert record["audio"] == {"file": "out.wav", "sample_rate": 32000, "seconds": 0.5, "steps": 28}
+    assert record["precision"]["decoder"] == "fp32" and "int8 is not faster" in record["precision"]["why"]
     steps = record["readout"]["steps"]
     assert len(steps) == 28 and steps[27]["step"] == 27 and len(steps[27]["window"]) == 12
     assert abs(sum(steps[27]["window"]) - 1) < 1e-4
+
+
+def test_cli_renders_at_int8_with_steering_and_readout(tmp_path, bank_folder, capsys):
+    recipe = replace(steered(), bank=str(bank_folder))
+    outs = {"steered": tmp_path / "steered.wav", "plain": tmp_path / "plain.wav"}
+    for name, controls in (("steered", recipe.controls), ("plain", ())):
+        path = write_recipe(tmp_path, replace(recipe, controls=controls))
+        assert run_cli(capsys, "--recipe", path, "--precision", "int8", "--out", outs[name]) == (0, [])
+    record = json.loads((tmp_path / "steered.json").read_text())
+    assert record["precision"] == {"decoder": "int8", "why": "as asked"}
+    assert len(record["readout"]["steps"]) == 28
+    assert not np.array_equal(sf.read(outs["steered"])[0], sf.read(outs["plain"])[0])  # the hooks steer int8 too
 
 
 def test_cli_overrides_recipe_values(tmp_path, bank_folder, capsys):

@@ -101,7 +101,7 @@ def test_cuda_asked_for_without_a_gpu_is_refused():
         load_model("tiny", device="cuda")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+@pytest.mark.gpu
 def test_cuda_loads_in_half_precision_and_stays_resident():
     loaded = load_model("tiny")
     assert loaded.device.type == "cuda" and loaded.dtype == torch.float16

@@ -4,9 +4,9 @@
 CPU it is fp32, or int8 (``studio.model.quantize_decoder``) when int8 is both faster and faithful:
 
 - faster: a decoder step on the CPU reads every weight once, so its time follows the weights' bytes, which int8
-  quarters; that only pays when the decoder is large (musicgen-small's shape: 3x faster per step on a 2-core CPU).
-  The tiny model's steps are bound by per-operation overhead instead (int8 runs it 0.8x), so below INT8_MIN_BYTES of
-  linear weights it stays fp32 without a check.
+  quarters; that only pays when the decoder is large (musicgen-small's shape: about 3x faster per step on a 2-core
+  CPU). The tiny model's steps are bound by per-operation overhead instead (int8 runs it 0.85x), so below
+  INT8_MIN_BYTES of linear weights it stays fp32 without a check.
 - faithful: the same tokens go through the model before and after quantizing (teacher forcing), and int8 is kept
   when the arg-max of its guided scores agrees with fp32's at MIN_TOP1 of the positions; otherwise the fp32 layers go
   back. The tokens are a short synthesized arpeggio encoded with the model's own codec: real audio codes, no download.

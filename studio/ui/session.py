@@ -57,7 +57,7 @@ except ImportError:
 
 # How long a ZeroGPU call is held (Studio.gpu_seconds). Shorter requests are served sooner, and a call that outlasts its
 # duration is killed: steps at the rate last measured in this process, with a margin, plus a fixed cost.
-GPU_STEPS_PER_SECOND = 50.0  # before any request is measured: musicgen-large, eager, on a slice of an H200, and less
+GPU_STEPS_PER_SECOND = 50.0  # before a request here is measured: a cautious guess (10 s of audio asks for 26 s)
 GPU_FIXED_SECONDS = 10.0  # attaching the GPU, moving the weights, the text encoder, the codec
 GPU_MARGIN = 1.5
 GPU_MAX_SECONDS = 300

@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def delayed_decoder_input(codes: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """[B, K, F] codes -> [B, K, F + K - 1] decoder inputs: BOS at step 0, codebook k delayed by k steps, pad elsewhere
-    (the delay grid without its last column, which only the step after the clip would read)."""
-    return apply_delay(codes, pad_id)[..., :-1]
+def delayed_decoder_input(codes: torch.Tensor, pad_id: int, channels: int = 1) -> torch.Tensor:
+    """[B, K, F] codes -> [B, K, F + K / channels - 1] decoder inputs: BOS at step 0, codebook k delayed by
+    k // channels steps, pad elsewhere (the delay grid without its last column, which only the step after the clip
+    would read)."""
+    return apply_delay(codes, pad_id, channels)[..., :-1]
 
 
 def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -48,10 +49,11 @@ def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
 
 @torch.inference_mode()
 def encode_clips(loaded: LoadedModel, audio: torch.Tensor) -> torch.Tensor:
-    """[B, S] audio at the model's sample rate -> [B, K, F] EnCodec codes."""
+    """[B, S] mono audio at the model's sample rate -> [B, K, F] the decoder's codes (a stereo model hears the clip on
+    both channels, as transformers' generate feeds it a mono prompt)."""
     values = audio[:, None, :].to(device=loaded.device, dtype=loaded.dtype)
-    codes = loaded.model.audio_encoder.encode(values).audio_codes  # [chunks=1, B, K, F]
-    return codes[0]
+    codes = loaded.model.audio_encoder.encode(values).audio_codes[0, :, : loaded.lag]  # [B, K / channels, F]
+    return codes.repeat_interleave(loaded.audio_channels, dim=1)
 
 
 @torch.inference_mode()
@@ -62,7 +64,7 @@ def layer_states(
     model = loaded.model
     codes = encode_clips(loaded, audio)
     batch = codes.shape[0]
-    ids = delayed_decoder_input(codes, model.config.decoder.pad_token_id)
+    ids = delayed_decoder_input(codes, model.config.decoder.pad_token_id, loaded.audio_channels)
     text = loaded.tokenizer([""] * batch, return_tensors="pt").to(loaded.device)
     captured: list[torch.Tensor] = []
     handles = [

@@ -2,12 +2,12 @@
 
     prompts --T5--> text states --(enc_to_dec_proj)--> cross-attention states, batch [conditional; unconditional]
     an audio prompt of P frames (continuation): positions 0 .. P - 1 in one forward, the KV cache filled
-    for step t in P .. total - 1:                       total = frames + num_codebooks - 1
+    for step t in P .. total - 1:                       total = frames + lag - 1 (lag: codebooks per channel)
         the decoder stack computes position t (one new position, a preallocated KV cache holds the earlier ones)
         lm heads -> logits per codebook -> CFG: uncond + (cond - uncond) * scale -> temperature, top-k, top-p
         -> greedy arg-max or a sample from the seeded generator -> the delay pattern fixes the padded slots
         -> the tokens of position t + 1 go straight into the next step's input buffer on the device
-    strip the delay pattern -> codes [B, K, frames] -> EnCodec -> audio
+    strip the delay pattern -> codes [B, K, frames] -> EnCodec (a stereo model's channels each) -> audio
 
 It follows transformers 5.24's ``MusicgenForConditionalGeneration.generate`` (text encoding, the zeroed unconditional
 half with its zero attention mask, the guidance formula, the delay pattern, the order temperature -> top-k -> top-p),
@@ -55,7 +55,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from studio.errors import InputError
 from studio.hooks import decoder_hooks
-from studio.model import FREE, LoadedModel, strip_delay
+from studio.model import FREE, LoadedModel
 from studio.sampling import Sampling, filter_scores, guide, sample
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ class DecodeResult:
 
     codes: torch.Tensor  # [B, K, frames] int64 (CPU): audio codes per prompt and codebook
     sequence: torch.Tensor  # [B, K, total + 1] int64 (CPU): delay-pattern grid, BOS column first, pads kept
-    audio: np.ndarray | None  # [B, frames * hop] float32 at sample_rate; None when with_audio=False
+    audio: np.ndarray | None  # [B, frames * hop] float32 ([B, frames * hop, 2] stereo); None when with_audio=False
     sample_rate: int
-    steps: int  # decoder forwards = frames + K - 1
+    steps: int  # decoder forwards = frames + lag - 1
     used_cuda_graph: bool  # some steps were CUDA graph replays
 
 
@@ -377,8 +377,6 @@ def _check_request(
     if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
         raise InputError(f"frames must be a positive integer, got {frames}")
     config = loaded.model.config.decoder
-    if getattr(config, "audio_channels", 1) != 1:
-        raise InputError("the fast decoder handles mono MusicGen only; use --engine hf for stereo checkpoints")
     if config._attn_implementation not in _ATTENTION:
         raise InputError(
             f"the fast decoder supports attention {' or '.join(_ATTENTION)}, the model uses "
@@ -455,11 +453,8 @@ def decode(
             program.prefill()
             (_run_graphed if graphed else _run_eager)(program, on_step)
         sequence = program.sequence.view(len(prompts), loaded.num_codebooks, -1)
-        codes = strip_delay(sequence, frames)
-        audio = None
-        if with_audio:
-            values = loaded.model.audio_encoder.decode(codes[None], audio_scales=[None] * len(prompts)).audio_values
-            audio = values[:, 0].float().cpu().numpy()
+        codes = loaded.strip_delay(sequence, frames)
+        audio = loaded.decode_codes(codes) if with_audio else None
     # Copies made outside inference mode: ordinary tensors the caller may modify.
     return DecodeResult(
         codes=codes.to("cpu", copy=True),

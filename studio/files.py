@@ -50,9 +50,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write mono float audio as a WAV (16-bit PCM by default, "FLOAT" for lossless caches). PCM samples are clipped
-    to [-1, 1]."""
-    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+    """Write float audio ([samples] mono or [samples, channels]) as a WAV (16-bit PCM by default, "FLOAT" for lossless
+    caches). PCM samples are clipped to [-1, 1]."""
+    samples = np.asarray(audio, dtype=np.float32)
     if subtype != "FLOAT":
         samples = np.clip(samples, -1.0, 1.0)
     with atomic_path(path) as tmp:
@@ -67,17 +67,20 @@ def write_json(path: str | Path, obj) -> Path:
     return Path(path)
 
 
-def read_audio(path: str | Path, sample_rate: int, field: str = "audio") -> np.ndarray:
-    """A clip as float32 mono at `sample_rate`: channels averaged, resampled by the exact rational factor. Refuses a
-    file that is not audio, or is empty or silent, with an InputError naming `field`."""
+def read_audio(path: str | Path, sample_rate: int, field: str = "audio", channels: int = 1) -> np.ndarray:
+    """A clip as float32 at `sample_rate`, resampled by the exact rational factor: mono [samples], its channels
+    averaged; or, for ``channels=2``, [samples, 2], a mono file on both channels and a file of other channel counts
+    mixed down to mono first. Refuses a file that is not audio, or is empty or silent, with an InputError naming
+    `field`."""
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         raise InputError.at(field, f"cannot be read as audio ({Path(path).name}): {err}") from None
-    mono = audio.mean(axis=1)
+    if audio.shape[1] != channels:
+        audio = np.repeat(audio.mean(axis=1, keepdims=True), channels, axis=1)
     if rate != sample_rate:
         divisor = np.gcd(rate, sample_rate)
-        mono = resample_poly(mono, sample_rate // divisor, rate // divisor).astype(np.float32)
-    if not len(mono) or float(np.sqrt(np.mean(mono**2))) < SILENCE_RMS:
+        audio = resample_poly(audio, sample_rate // divisor, rate // divisor, axis=0).astype(np.float32)
+    if not len(audio) or float(np.sqrt(np.mean(audio**2))) < SILENCE_RMS:
         raise InputError.at(field, f"is silent or empty ({Path(path).name}): there is nothing to continue")
-    return mono
+    return audio[:, 0] if channels == 1 else audio

@@ -1,9 +1,9 @@
 """Steered generation with per-step events: a Recipe in, audio and the per-step probe readout out.
 
 Step semantics: step t = 0 is the first decoder forward of generation; decoder step t computes sequence position t.
-With MusicGen's codebook delay pattern, a clip of F audio frames needs F + num_codebooks - 1 decoder steps
-(50 * seconds + 3 for the published models). The steering plan has one row per step (studio/plan.py) and the hooks
-apply it (studio/hooks.py).
+With MusicGen's codebook delay pattern, a clip of F audio frames needs F + lag - 1 decoder steps, lag the codebooks
+per channel (50 * seconds + 3 for the published models, mono and stereo). The steering plan has one row per step
+(studio/plan.py) and the hooks apply it (studio/hooks.py).
 
 Read ``generate`` top to bottom: check the recipe against the model and its banks, compile the plan and encode the
 audio prompt (``prepare``), then, holding the model's lock, for each pass over the clip put the hooks on
@@ -41,7 +41,7 @@ from studio.decode import ATTENTION_BUCKET, StepCallback, decode
 from studio.errors import Cancelled, InputError
 from studio.files import read_audio
 from studio.hooks import HookManager
-from studio.model import LoadedModel, apply_delay, strip_delay
+from studio.model import LoadedModel
 from studio.plan import SteeringPlan, build_plan
 from studio.readout import LiveReadout, Readout, compute_readout, probe_on
 from studio.recipe import Recipe, check_for_model
@@ -66,7 +66,7 @@ class StepEvent:
 
 @dataclass
 class Result:
-    audio: np.ndarray  # float32 [samples] mono
+    audio: np.ndarray  # float32 [samples] mono, [samples, 2] stereo
     sample_rate: int
     readout: Readout | None  # per-step readout, when the recipe asks for one
     recipe: Recipe  # the recipe as run (model = the model actually used)
@@ -119,14 +119,15 @@ class _StepEvents:
 
     def _audio(self, done: int, tokens: torch.Tensor) -> np.ndarray | None:
         """The stream's next samples, once the pass's token grid has finished enough frames (all of them at the end)."""
-        books = self.stream.loaded.num_codebooks
-        # frame f is finished when the grid holds position f + K: given frames at once in our loop's full-length
+        loaded = self.stream.loaded
+        books, lag = loaded.num_codebooks, loaded.lag
+        # frame f is finished when the grid holds position f + lag: given frames at once in our loop's full-length
         # grid, as transformers' growing one reaches them in its
-        finished = min(self.part.frames, max(self.part.given, done - self.offset - books + 1), tokens.shape[-1] - books)
+        finished = min(self.part.frames, max(self.part.given, done - self.offset - lag + 1), tokens.shape[-1] - lag)
         last = done == self.total
         if not self.stream.due(self.part.start + finished, last):
             return None
-        codes = strip_delay(tokens[None, :books, : finished + books].cpu(), finished)[0]  # only the columns it needs
+        codes = loaded.strip_delay(tokens[None, :books, : finished + lag].cpu(), finished)[0]  # the columns it needs
         if self.before is not None:
             codes = torch.cat([self.before, codes], dim=1)
         return self.stream.push(codes, last)
@@ -202,7 +203,7 @@ def audio_prompt_codes(loaded: LoadedModel, recipe: Recipe) -> torch.Tensor | No
     """The recipe's audio prompt as the model's codes [K, P] (None without one); it must leave the clip room to grow."""
     if recipe.audio_prompt is None:
         return None
-    audio = read_audio(recipe.audio_prompt, loaded.sample_rate, "audio_prompt")
+    audio = read_audio(recipe.audio_prompt, loaded.sample_rate, "audio_prompt", loaded.audio_channels)
     frames = len(audio) * loaded.frame_rate // loaded.sample_rate  # whole frames: encode_audio drops the rest
     window, _ = recipe.extend.sizes(loaded.max_seconds)
     if not 0 < frames < loaded.frames_for(min(recipe.seconds, window)):
@@ -294,11 +295,11 @@ def generate(
                 )
                 opening = codes[:, part.start : part.start + part.given] if part.given else None
                 audio, tokens = (engine or run_decode)(loaded, part_recipe, events, opening)
-            made = strip_delay(tokens[None], part.frames)[0]
+            made = loaded.strip_delay(tokens[None], part.frames)[0]
             codes = made if codes is None else torch.cat([codes[:, : part.start], made], dim=1)
         if len(passes) > 1:  # the whole clip through the codec at once: no joins to hear
             audio = loaded.decode_codes(codes)
-            tokens = apply_delay(codes[None], loaded.start_token)[0]
+            tokens = loaded.apply_delay(codes[None])[0]
     readout = None
     if bank:
         readout = compute_readout(

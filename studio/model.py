@@ -1,11 +1,15 @@
 """Load a frozen MusicGen (a hub id, a local ``save_pretrained`` folder, or one of the offline tiny models) and
 keep the facts about it that the rest of the studio needs: frame rate, steps for a clip, the codebook delay pattern,
-the decoder stack.
+the decoder stack, the codec's way in and out.
 
 The offline models: ``tiny`` is the small MusicGen trained here on SynTheory renders (``python -m probes tiny-model``;
 weights in assets/models/tiny/musicgen), which plays the pitch a caption names, and steering it changes what is heard;
 ``tiny-random`` has the same kind of architecture with random weights, built in code from a seed, for unit tests that
-need speed and exactness only.
+need speed and exactness only; ``tiny-stereo`` is ``tiny`` made a stereo MusicGen in code (``stereo_from_mono``).
+
+Stereo checkpoints (facebook/musicgen-stereo-*) decode two channels with one mono codec: the decoder's codebooks are
+interleaved, left channel's codebook k at row 2k and the right's at 2k + 1, both delayed by k. Audio arrays are
+[samples] for mono and [samples, channels] for stereo, time first, as soundfile and Gradio take them.
 
 The model is moved to its device once and put in eval mode with gradients off. Warming it up (the first generation on
 a GPU is several times slower than the next ones) is the decode loop's job: ``studio.decode.warm_up``.
@@ -13,6 +17,7 @@ a GPU is several times slower than the next ones) is the decode loop's job: ``st
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -62,6 +67,7 @@ logging.getLogger("transformers.configuration_utils").addFilter(_MusicgenSpecial
 TINY = "tiny"
 TINY_FOLDER = ASSETS / "models" / "tiny" / "musicgen"
 TINY_RANDOM = "tiny-random"
+TINY_STEREO = "tiny-stereo"
 TINY_SEED = 0
 TINY_DECODER = dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, ffn_dim=128)
 # MusicGen was trained on 30 s excerpts; longer clips need windowed generation, which we do not do.
@@ -96,7 +102,8 @@ class LoadedModel:
     dtype: torch.dtype
     sample_rate: int
     frame_rate: int
-    num_codebooks: int
+    num_codebooks: int  # the decoder's: K = codec codebooks x audio_channels
+    audio_channels: int  # 1 (mono) or 2 (stereo: the channels' codebooks interleaved)
     num_layers: int
     hidden_size: int
     max_seconds: float
@@ -129,9 +136,15 @@ class LoadedModel:
         """Number of 20 ms audio frames (decoder steps that yield audio) for a clip of `seconds`."""
         return int(round(seconds * self.frame_rate))
 
+    @property
+    def lag(self) -> int:
+        """The delay pattern's depth: codebooks per channel (codebook k lags by k // audio_channels positions + 1)."""
+        return self.num_codebooks // self.audio_channels
+
     def steps_for(self, frames: int) -> int:
-        """Decoder steps for `frames` audio frames: one per frame plus the codebook delay (codebook k lags by k)."""
-        return frames + self.num_codebooks - 1
+        """Decoder steps for `frames` audio frames: one per frame plus the codebook delay (the last codebook of a
+        channel lags by lag - 1)."""
+        return frames + self.lag - 1
 
     def check_seconds(self, seconds: float) -> int:
         """The one check of a clip length against this model: its frames, or InputError naming ``seconds``."""
@@ -152,61 +165,87 @@ class LoadedModel:
         raise ModelLoadError(f"{self.model_id} defines no decoder_start_token_id or bos_token_id")
 
     def delay_pattern(self, frames: int, given: torch.Tensor | None = None) -> torch.Tensor:
-        """[K, frames + K] int64: the codebook delay pattern over sequence positions 0 .. frames + K - 1.
+        """[K, frames + lag] int64: the codebook delay pattern over sequence positions 0 .. frames + lag - 1.
 
-        Codebook k is delayed by k + 1 positions (BOS at position 0): its frames occupy positions k + 1 .. k + frames
-        and hold FREE (-1); every other slot holds the start token. `given` codes [K, P] (an audio prompt) fill the
-        first P frames of every codebook, so that only the later ones are FREE. Same grid as transformers'
-        ``build_delay_pattern_mask`` (mono) for ``max_length = frames + K`` and a prompt of BOS plus `given`.
+        Codebook k (of channel k % audio_channels) is delayed by k // audio_channels + 1 positions (BOS at position
+        0): its frames hold FREE (-1); every other slot holds the start token. `given` codes [K, P] (an audio prompt)
+        fill the first P frames of every codebook, so that only the later ones are FREE. Same grid as transformers'
+        ``build_delay_pattern_mask`` for ``max_length = frames + lag`` and a prompt of BOS plus `given`.
         """
-        grid = delay_pattern(self.num_codebooks, frames, self.start_token)
+        grid = delay_pattern(self.num_codebooks, frames, self.start_token, self.audio_channels)
         for k, codes in enumerate([] if given is None else given):
-            grid[k, k + 1 : k + 1 + len(codes)] = codes
+            first = k // self.audio_channels + 1
+            grid[k, first : first + len(codes)] = codes
         return grid
 
+    def apply_delay(self, codes: torch.Tensor) -> torch.Tensor:
+        """[B, K, F] codes -> [B, K, F + lag] delay-pattern grid (``apply_delay`` for this model)."""
+        return apply_delay(codes, self.start_token, self.audio_channels)
+
+    def strip_delay(self, grid: torch.Tensor, frames: int) -> torch.Tensor:
+        """[B, K, S] delay-pattern grid -> [B, K, frames] codes (``strip_delay`` for this model)."""
+        return strip_delay(grid, frames, self.audio_channels)
+
     def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
-        """Mono audio at the model's rate -> its codes [K, P], P = whole frames (a partial last frame is dropped),
-        encoded as transformers' generate encodes an audio prompt (``input_values``)."""
+        """Audio at the model's rate ([samples], or [samples, channels] for a stereo model) -> its codes [K, P],
+        P = whole frames (a partial last frame is dropped), encoded as transformers' generate encodes an audio prompt
+        (``input_values``): a stereo model's channels one by one, their codebooks interleaved; mono audio given to a
+        stereo model goes to both channels."""
         hop = self.sample_rate // self.frame_rate
-        samples = torch.as_tensor(np.asarray(audio, dtype=np.float32)[: len(audio) // hop * hop])
+        audio = np.asarray(audio, dtype=np.float32)[: len(audio) // hop * hop]
+        channels = audio.reshape(len(audio), -1).T  # [C, samples]
+        if len(channels) not in {1, self.audio_channels}:
+            raise InputError(f"{self.model_id} takes {self.audio_channels}-channel audio, got {len(channels)} channels")
         codec = self.model.audio_encoder
         with torch.inference_mode():
-            codes = codec.encode(samples[None, None].to(self.device, codec.dtype)).audio_codes
-        return codes[0, 0, : self.num_codebooks].to("cpu", copy=True)
+            codes = codec.encode(torch.as_tensor(channels)[:, None].to(self.device, codec.dtype)).audio_codes[0]
+        codes = codes[:, : self.lag]  # [C, lag, P]
+        if len(codes) < self.audio_channels:
+            codes = codes.expand(self.audio_channels, -1, -1)
+        return codes.transpose(0, 1).reshape(self.num_codebooks, -1).to("cpu", copy=True)  # row 2k + c: channel c
 
     def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
-        """Codes [K, F] -> mono audio [F * hop] float32, through the codec as transformers' generate decodes."""
+        """Codes [K, F] (or a batch [B, K, F]) -> audio [F * hop] float32 ([F * hop, 2] stereo; batched, a leading
+        B), through the codec as transformers' generate decodes: a stereo model's channels from their own codebooks."""
+        batch = codes if codes.dim() == 3 else codes[None]
         with torch.inference_mode():
-            values = self.model.audio_encoder.decode(
-                codes[None, None].to(self.device), audio_scales=[None]
-            ).audio_values
-        return values[0, 0].float().cpu().numpy()
+            channels = [
+                self.model.audio_encoder.decode(
+                    batch[None, :, c :: self.audio_channels].to(self.device), audio_scales=[None] * len(batch)
+                ).audio_values[:, 0]
+                for c in range(self.audio_channels)
+            ]
+        audio = (channels[0] if self.audio_channels == 1 else torch.stack(channels, dim=-1)).float().cpu().numpy()
+        return audio if codes.dim() == 3 else audio[0]
 
 
 FREE = -1  # delay-pattern entry: the model's token goes here (any other value is a fixed pad token)
 
 
-def delay_pattern(num_codebooks: int, frames: int, pad_token_id: int) -> torch.Tensor:
-    """[K, frames + K] int64 delay pattern (see ``LoadedModel.delay_pattern``) for any codebook count and pad token."""
-    position = torch.arange(frames + num_codebooks)
-    codebook = torch.arange(num_codebooks)[:, None]
-    free = (position > codebook) & (position <= codebook + frames)
+def delay_pattern(num_codebooks: int, frames: int, pad_token_id: int, channels: int = 1) -> torch.Tensor:
+    """[K, frames + K / channels] int64 delay pattern (see ``LoadedModel.delay_pattern``) for any codebook count, pad
+    token and channel count (codebook k lags by k // channels)."""
+    lag = torch.arange(num_codebooks)[:, None] // channels
+    position = torch.arange(frames + num_codebooks // channels)
+    free = (position > lag) & (position <= lag + frames)
     return torch.where(free, FREE, pad_token_id)
 
 
-def apply_delay(codes: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """[B, K, F] codes -> [B, K, F + K] delay-pattern grid: codebook k's frames at positions k + 1 .. k + F, pad
-    elsewhere (the inverse of ``strip_delay``)."""
+def apply_delay(codes: torch.Tensor, pad_token_id: int, channels: int = 1) -> torch.Tensor:
+    """[B, K, F] codes -> [B, K, F + K / channels] delay-pattern grid: codebook k's frames at positions from
+    k // channels + 1 on, pad elsewhere (the inverse of ``strip_delay``)."""
     batch, books, frames = codes.shape
-    grid = delay_pattern(books, frames, pad_token_id).to(codes.device).repeat(batch, 1, 1)
+    grid = delay_pattern(books, frames, pad_token_id, channels).to(codes.device).repeat(batch, 1, 1)
     grid[grid == FREE] = codes.reshape(-1)  # row-major: every (b, k) row has exactly F free slots, in frame order
     return grid
 
 
-def strip_delay(grid: torch.Tensor, frames: int) -> torch.Tensor:
-    """[B, K, S] delay-pattern grid -> [B, K, frames] codes (codebook k's frames sit at positions k + 1 .. k + frames);
-    the inverse of ``apply_delay``."""
-    return torch.stack([grid[:, k, k + 1 : k + 1 + frames] for k in range(grid.shape[1])], dim=1)
+def strip_delay(grid: torch.Tensor, frames: int, channels: int = 1) -> torch.Tensor:
+    """[B, K, S] delay-pattern grid -> [B, K, frames] codes (codebook k's frames sit at positions from k // channels
+    + 1 on); the inverse of ``apply_delay``."""
+    return torch.stack(
+        [grid[:, k, k // channels + 1 : k // channels + 1 + frames] for k in range(grid.shape[1])], dim=1
+    )
 
 
 def build_tiny_random_model() -> MusicgenForConditionalGeneration:
@@ -398,16 +437,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def check_supported(config, source: str) -> None:
     """Refuse, before any weights load, the MusicGen checkpoints the studio does not run yet: melody ones (another
-    class, with a chroma conditioning prefix) and stereo ones (two channels' codebooks interleaved)."""
+    class, with a chroma conditioning prefix)."""
     if config.model_type != "musicgen":
         raise ModelLoadError(
-            f"'{source}' is a {config.model_type} checkpoint; the studio runs MusicGen's text-to-music checkpoints "
-            f"(facebook/musicgen-small, -medium, -large); melody conditioning is not supported yet"
-        )
-    if getattr(config.decoder, "audio_channels", 1) != 1:
-        raise ModelLoadError(
-            f"'{source}' is a stereo MusicGen ({config.decoder.audio_channels} channels); the studio runs mono "
-            f"checkpoints (facebook/musicgen-small, -medium, -large); stereo is not supported yet"
+            f"'{source}' is a {config.model_type} checkpoint; the studio runs MusicGen's text-to-music checkpoints, "
+            f"mono and stereo (facebook/musicgen-small, -medium, -large, -stereo-*); melody conditioning is not "
+            f"supported yet"
         )
 
 
@@ -458,6 +493,7 @@ def as_loaded(
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     dec = model.config.decoder
     frame_rate = int(model.config.audio_encoder.frame_rate)
+    channels = int(getattr(dec, "audio_channels", 1))
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -467,10 +503,11 @@ def as_loaded(
         sample_rate=int(model.config.audio_encoder.sampling_rate),
         frame_rate=frame_rate,
         num_codebooks=int(dec.num_codebooks),
+        audio_channels=channels,
         num_layers=int(dec.num_hidden_layers),
         hidden_size=int(dec.hidden_size),
-        max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks) / frame_rate),
-        is_tiny=model_id in (TINY, TINY_RANDOM),
+        max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks // channels) / frame_rate),
+        is_tiny=model_id in (TINY, TINY_RANDOM, TINY_STEREO),
         signature=ModelSignature(model_id, config_hash(model), int(dec.hidden_size), int(dec.num_hidden_layers)),
         precision="fp32" if precision == "int8" else precision,
     )
@@ -495,16 +532,44 @@ def load_tiny_model() -> MusicgenForConditionalGeneration:
             hf_logging.enable_progress_bar()
 
 
+def stereo_from_mono(mono: MusicgenForConditionalGeneration, model_id: str) -> MusicgenForConditionalGeneration:
+    """A stereo MusicGen that plays what `mono` plays, each channel sampled on its own: the decoder's codebooks doubled
+    and interleaved (left codebook k at row 2k, right at 2k + 1), codebook k's embedding halved into both rows (so equal
+    channels give the layers exactly mono's input) and its head copied to both. The text encoder, codec and layers
+    are mono's. Built in code, so `tiny-stereo` needs no files beyond `tiny`'s."""
+    config = copy.deepcopy(mono.config)
+    config.decoder.audio_channels = 2
+    config.decoder.num_codebooks = 2 * mono.config.decoder.num_codebooks
+    setattr(config, MODEL_ID_KEY, model_id)
+    state = {}
+    for name, tensor in mono.state_dict().items():
+        for prefix, scale in (("decoder.model.decoder.embed_tokens.", 0.5), ("decoder.lm_heads.", 1.0)):
+            if name.startswith(prefix):
+                k, rest = name[len(prefix) :].split(".", 1)
+                for row in (2 * int(k), 2 * int(k) + 1):
+                    state[f"{prefix}{row}.{rest}"] = tensor * scale
+                break
+        else:
+            state[name] = tensor
+    with torch.random.fork_rng(devices=[]):  # every weight is then overwritten: keep the caller's RNG untouched
+        stereo = MusicgenForConditionalGeneration(config)
+    stereo.load_state_dict(state, strict=True)
+    stereo.generation_config = copy.deepcopy(mono.generation_config)
+    return stereo.eval()
+
+
 def load_model(name: str = TINY, device: str | None = None, precision: str | None = None) -> LoadedModel:
-    """Load MusicGen by hub id, folder, "tiny" or "tiny-random", move it to `device` once at `precision` (None: fp16
-    on CUDA, fp32 on the CPU; studio.precision.load picks int8 on the CPU when it is faster and faithful) and freeze
-    it."""
+    """Load MusicGen by hub id, folder, "tiny", "tiny-random" or "tiny-stereo", move it to `device` once at
+    `precision` (None: fp16 on CUDA, fp32 on the CPU; studio.precision.load picks int8 on the CPU when it is faster
+    and faithful) and freeze it."""
     torch_device = resolve_device(device)
     precision = resolve_precision(precision, torch_device)
     if name == TINY:
         model, tokenizer, model_id = load_tiny_model(), tiny_tokenizer(), TINY
     elif name == TINY_RANDOM:
         model, tokenizer, model_id = build_tiny_random_model(), tiny_tokenizer(), TINY_RANDOM
+    elif name == TINY_STEREO:
+        model, tokenizer, model_id = stereo_from_mono(load_tiny_model(), TINY_STEREO), tiny_tokenizer(), TINY_STEREO
     else:
         model, tokenizer, model_id = _load_weights(name)
     loaded = as_loaded(model, tokenizer, model_id, torch_device, precision)

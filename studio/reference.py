@@ -1,8 +1,8 @@
 """The reference engine: transformers' own MusicGen ``generate``, steered by the same hooks as our decode loop.
 
 Not in the product path: the studio and the CLI decode with ``studio.generate.run_decode``. This engine is what the
-tests compare ours with (same tokens on the CPU) and what ``--engine hf`` runs, for checkpoints our loop cannot
-decode (stereo) or to check a result against transformers.
+tests compare ours with (same tokens on the CPU) and what ``--engine hf`` runs, to check a result against
+transformers.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def run_reference(
     loaded: LoadedModel, recipe: Recipe, on_step: StepCallback, given: torch.Tensor | None = None
 ) -> tuple[np.ndarray, torch.Tensor]:
     """transformers' generate for the recipe's prompt, seed and sampling, continuing `given` codes [K, P] when given
-    (as ``decoder_input_ids``; generate prepends the start column): (audio [samples], tokens [K, steps + 1])."""
+    (as ``decoder_input_ids``; generate prepends the start column): (audio [samples] or [samples, 2] stereo, tokens
+    [K, steps + 1])."""
     frames = loaded.frames_for(recipe.seconds)
     steps = loaded.steps_for(frames)
     inputs = loaded.tokenizer([recipe.prompt], return_tensors="pt", padding=True).to(loaded.device)
@@ -74,4 +75,5 @@ def run_reference(
             **sampling_kwargs(recipe.sampling),
             stopping_criteria=StoppingCriteriaList([watcher]),
         )
-    return audio[0, 0].float().cpu().numpy(), watcher.tokens[:, : steps + 1].cpu()
+    audio = audio[0].float().cpu().numpy()  # [channels, samples]
+    return (audio[0] if len(audio) == 1 else audio.T), watcher.tokens[:, : steps + 1].cpu()

@@ -128,7 +128,7 @@ def measure(
     clap_reason: str,
     progress: bool = False,
 ) -> ClipSetFacts:
-    """Measure clips (mono float32 at the model's rate) with every bank in `banks` (concept -> ConceptBank).
+    """Measure clips (float32 at the model's rate; stereo ones by their mono mix) with every bank in `banks` (concept -> ConceptBank).
 
     Activations are extracted once for every pooling the banks (and the drift embedding) need; the drift embedding is
     pooled activations at `drift_layer` with `drift_pooling`. CLAP runs when `clap` is given, else the result is
@@ -137,6 +137,7 @@ def measure(
         raise EvaluationError(f"clips are at {sample_rate} Hz but the model reads {loaded.sample_rate} Hz")
     if len(clips) == 0:
         raise EvaluationError("no clips to measure")
+    clips = [clip.mean(axis=-1) if clip.ndim == 2 else clip for clip in clips]  # a stereo render: its mono mix
     poolings = sorted({bank.pooling for bank in banks.values()} | {drift_pooling})
     pooled = extract_activations(loaded, list(clips), poolings, progress=progress)
     readouts = {concept: probe_readout(bank, pooled[bank.pooling]) for concept, bank in banks.items()}

@@ -37,6 +37,7 @@ from studio.ui.widgets import (
     active_names,
     control_name,
     layering_of,
+    prompt_seconds,
     recipe_from_values,
     rows_of,
     values_from_recipe,
@@ -79,8 +80,9 @@ def retarget(*form) -> EditorValue:
 
 
 def follow_prompt(*form) -> EditorValue:
-    """The schedule editor shades the new audio prompt. Only this handler and "Continue this" set the shade, each from
-    the prompt itself, so that a retarget racing it with a stale form cannot undo it."""
+    """The schedule editor shades the audio prompt a visitor uploads or clears. Only the visitor's own changes come
+    here: "Continue this" and a restored recipe set the prompt and its shade together, so no handler reads a stale
+    Seconds beside a new prompt."""
     values = values_of(form)
     return _editor_of(values, given=prompt_seconds(values["audio_prompt"]))
 
@@ -90,14 +92,6 @@ def _editor_of(values: dict, given: float | None = None) -> EditorValue:
     if not isinstance(current, EditorValue):
         current = EditorValue.constant(values["seconds"], [])
     return current.retarget(values["seconds"], active_names(values), given=given)
-
-
-def prompt_seconds(path: str | None) -> float:
-    """The length of the audio prompt (0 without one, or when it cannot be read: generating will say why)."""
-    try:
-        return float(sf.info(path).duration) if path else 0.0
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        return 0.0
 
 
 def add_row(count: int) -> list:

@@ -100,7 +100,7 @@ def build_app(loaded: LoadedModel, banner: str = "", engine=None, bank_root: Pat
     with gr.Blocks(title="MusicRFM Studio") as app:
         gr.Markdown(
             f"# MusicRFM Studio\nSteer **{loaded.model_id}** ({loaded.num_layers} decoder layers, "
-            f"{loaded.device.type}) with RFM concept directions."
+            f"{'stereo, ' if loaded.audio_channels == 2 else ''}{loaded.device.type}) with RFM concept directions."
         )
         gr.Markdown(banner, visible=bool(banner), elem_id="model-banner")
         with gr.Tab("Steer"):
@@ -253,7 +253,9 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     row_widgets = controls.row_widgets("on", "concept", "class")
     for widget in [form["seconds"]] + row_widgets:
         widget.change(retarget, inputs, form["schedule"], **quiet)
-    form["audio_prompt"].change(follow_prompt, inputs, form["schedule"], **quiet)
+    # the visitor's own uploads and clears only: Continue and restore set the prompt and its shade at once
+    for event in (form["audio_prompt"].upload, form["audio_prompt"].clear):
+        event(follow_prompt, inputs, form["schedule"], **quiet)
     for widget in [form[name] for name in ("layer_mode", "k", "kappa", "w0", "manual")] + row_widgets:
         widget.change(on.weights_plot, inputs, controls.layer_plot, **quiet)
     app.load(on.weights_plot, inputs, controls.layer_plot, queue=False)

@@ -8,13 +8,15 @@ values to its handlers (and to the /generate API).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
+
 from studio.errors import InputError
 from studio.recipe import LayerSpec, Recipe, parse_recipe, read_layer_spec
-from studio.ui.schedule_editor import EditorValue
+from studio.ui.schedule_editor import EditorValue, round_time
 
 MAX_ROWS = 4
 LONGEST_SECONDS = 180.0  # the Seconds slider's end: three minutes, made window by window past the model's 30 s
@@ -133,10 +135,11 @@ def values_from_recipe(recipe: Recipe) -> dict[str, Any]:
     """Every FIELDS value for a recipe (InputError when the page cannot show it). Empty rows have no concept and a
     recipe without manual weights has manual = ""; the page decides what those widgets then show."""
     layering = layering_from_recipe(recipe)
+    # a recipe made elsewhere may name a clip this machine does not have: the page then shows none
+    audio_prompt = recipe.audio_prompt if recipe.audio_prompt and Path(recipe.audio_prompt).is_file() else None
     values = dict(
         prompt=recipe.prompt,
-        # a recipe made elsewhere may name a clip this machine does not have: the page then shows none
-        audio_prompt=recipe.audio_prompt if recipe.audio_prompt and Path(recipe.audio_prompt).is_file() else None,
+        audio_prompt=audio_prompt,
         seconds=recipe.seconds,
         seed=recipe.seed,
         guidance=recipe.sampling.guidance_scale,
@@ -147,7 +150,7 @@ def values_from_recipe(recipe: Recipe) -> dict[str, Any]:
         kappa=layering.kappa,
         w0=layering.w0,
         manual=layering.manual,
-        schedule=schedules_from_recipe(recipe),
+        schedule=replace(schedules_from_recipe(recipe), given=round_time(prompt_seconds(audio_prompt))),
         readout=recipe.readout.concept if recipe.readout else None,
     )
     for i, row in enumerate(rows_from_recipe(recipe)):
@@ -236,6 +239,15 @@ def layering_from_recipe(recipe: Recipe) -> Layering:
     spec = recipe.controls[0].layers
     manual = ", ".join(f"{w:g}" for w in spec.weights) if spec.weights else ""
     return Layering(mode=spec.mode, k=spec.k, kappa=spec.kappa, w0=spec.w0, manual=manual)
+
+
+def prompt_seconds(path: str | None) -> float:
+    """The length of an audio prompt (0 without one, or when it cannot be read: generating will say why), which the
+    schedule editor shades."""
+    try:
+        return float(sf.info(path).duration) if path else 0.0
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return 0.0
 
 
 def schedules_from_recipe(recipe: Recipe) -> EditorValue:

@@ -167,20 +167,36 @@ def test_tensors_that_do_not_fit_the_config_are_refused(export):
         load_model(str(export), device="cpu")
 
 
-def test_melody_and_stereo_checkpoints_are_refused_as_the_hub_ones_are(export, conversions):
+def test_melody_checkpoints_are_refused_as_the_hub_ones_are(export, conversions):
     def melody(package, cfg):
         cfg["conditioners"]["self_wav"] = {"model": "chroma_stem", "chroma_stem": {"n_chroma": 12}}
 
+    shutil.rmtree(export / "text_encoder")  # refused before the text encoder is looked for
+    rewrite(export / "state_dict.bin", melody)
+    with pytest.raises(ModelLoadError, match="melody conditioning is not supported yet"):
+        load_model(str(export), device="cpu")
+
+
+def test_a_stereo_export_loads_with_its_channels_codebooks_interleaved(export):
+    """audiocraft's stereo LM: 2 x n_q embeddings and heads over one mono codec, left codebook k at 2k, right at 2k + 1
+    (its `interleave_stereo_codebooks`); here each right-channel tensor is its left one's plus one, to tell them
+    apart."""
+
     def stereo(package, cfg):
+        state = package["best_state"]
+        for kind in ("emb", "linears"):
+            mono = [state.pop(f"{kind}.{k}.weight") for k in range(4)]
+            for k, weight in enumerate(mono):
+                state[f"{kind}.{2 * k}.weight"], state[f"{kind}.{2 * k + 1}.weight"] = weight, weight + 1
+        cfg["transformer_lm"]["n_q"] = 8
         cfg["interleave_stereo_codebooks"] = {"use": True, "per_timestep": False}
 
-    shutil.rmtree(export / "text_encoder")  # refused before the text encoder is looked for
-    original = (export / "state_dict.bin").read_bytes()
-    for change, refusal in [(melody, "melody conditioning is not supported yet"), (stereo, "stereo is not supported")]:
-        (export / "state_dict.bin").write_bytes(original)
-        rewrite(export / "state_dict.bin", change)
-        with pytest.raises(ModelLoadError, match=refusal):
-            load_model(str(export), device="cpu")
+    rewrite(export / "state_dict.bin", stereo)
+    loaded = load_model(str(export), device="cpu")
+    assert (loaded.audio_channels, loaded.num_codebooks, loaded.lag) == (2, 8, 4)
+    heads = loaded.model.decoder.lm_heads
+    assert torch.equal(heads[3].weight, heads[2].weight + 1)
+    assert loaded.decode_codes(torch.zeros(8, 5, dtype=torch.long)).shape == (5 * 640, 2)
 
 
 def test_a_text_encoder_that_is_neither_beside_nor_cached_is_named(export):

@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+import soundfile as sf
 
 from studio.errors import InputError
 from studio.ui import schedule_editor as se
@@ -100,6 +101,20 @@ def test_an_audio_prompt_is_given_on_the_wire_and_kept_or_replaced_by_retarget()
     for bad, words in [(-1, r"given must be at least 0"), ("x", "given must be a finite number")]:
         with pytest.raises(InputError, match=words):
             EditorValue.from_json({**value.to_json(), "given": bad})
+
+
+def test_a_restored_recipe_shades_its_audio_prompt_and_a_missing_clip_shades_nothing(tmp_path):
+    from studio.recipe import parse_recipe
+    from studio.ui.widgets import values_from_recipe
+
+    clip = tmp_path / "opening.wav"
+    sf.write(clip, np.zeros(int(2.5 * 32000), dtype=np.float32), 32000)
+    for path, shown, given in [(clip, str(clip), 2.5), (tmp_path / "elsewhere.wav", None, 0.0)]:
+        recipe = parse_recipe(
+            {"version": 1, "model": "tiny", "bank": "b", "prompt": "p", "seconds": 6, "audio_prompt": str(path)}
+        )
+        values = values_from_recipe(recipe)
+        assert values["audio_prompt"] == shown and values["schedule"].given == given
 
 
 def test_presets_closed_forms():

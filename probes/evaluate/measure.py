@@ -128,7 +128,8 @@ def measure(
     clap_reason: str,
     progress: bool = False,
 ) -> ClipSetFacts:
-    """Measure clips (float32 at the model's rate; stereo ones by their mono mix) with every bank in `banks` (concept -> ConceptBank).
+    """Measure clips (float32 at the model's rate; stereo ones by their mono mix) with every bank in `banks`
+    (concept -> ConceptBank).
 
     Activations are extracted once for every pooling the banks (and the drift embedding) need; the drift embedding is
     pooled activations at `drift_layer` with `drift_pooling`. CLAP runs when `clap` is given, else the result is

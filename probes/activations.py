@@ -67,15 +67,18 @@ def layer_states(
     ids = delayed_decoder_input(codes, model.config.decoder.pad_token_id, loaded.audio_channels)
     text = loaded.tokenizer([""] * batch, return_tensors="pt").to(loaded.device)
     captured: list[torch.Tensor] = []
+    # a melody checkpoint's layers return (states, weights), over its conditioning prefix and then the clip's steps
     handles = [
-        layer.register_forward_hook(lambda _m, _i, out: captured.append(out)) for layer in loaded.decoder_layers()
+        layer.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        for layer in loaded.decoder_layers()
     ]
     try:
         model(**text, decoder_input_ids=ids.reshape(batch * loaded.num_codebooks, -1), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    return {p: torch.stack([_pool(s.float(), p) for s in captured], dim=1).cpu() for p in poolings}
+    steps = ids.shape[-1]
+    return {p: torch.stack([_pool(s[:, -steps:].float(), p) for s in captured], dim=1).cpu() for p in poolings}
 
 
 def extract_activations(

@@ -30,7 +30,6 @@ from transformers import (
     GenerationConfig,
     MusicgenConfig,
     MusicgenForConditionalGeneration,
-    MusicgenMelodyConfig,
     T5EncoderModel,
 )
 
@@ -74,8 +73,7 @@ def is_export(folder: Path) -> bool:
 
 def converted(folder: str | Path, cache_root: Path, check: Callable) -> Path:
     """The ``save_pretrained`` folder for the audiocraft export in `folder`: converted under `cache_root` the first
-    time, found there afterwards. `check(config, source)` refuses what the caller cannot run, before any conversion
-    (transformers' MusicGen class cannot hold a melody checkpoint: its config comes as MusicgenMelodyConfig)."""
+    time, found there afterwards. `check(config, source)` refuses what the caller cannot run, before any conversion."""
     folder = Path(folder).expanduser().resolve()
     out = cache_root / f"{folder.name}-{_cache_key(folder)}"
     if not (out / "config.json").is_file():
@@ -202,6 +200,11 @@ def _musicgen_config(cfg: dict, codec: dict, folder: Path) -> tuple[MusicgenConf
     melody = any(model == "chroma_stem" for model in others.values())
     if others and not melody:
         raise ModelLoadError(f"'{folder}' has conditioners transformers' MusicGen lacks: {others}")
+    if melody:  # its chroma conditioner's tensors would need a mapping of their own (transformers' melody script)
+        raise ModelLoadError(
+            f"'{folder}' is a melody checkpoint (a chroma conditioner): audiocraft's melody exports are not converted; "
+            f"melody checkpoints in transformers' format load (facebook/musicgen-melody, a save_pretrained folder)"
+        )
     # What transformers' MusicGen decoder is: pre-norm layers, sinusoidal positions, no biases, one head per codebook,
     # the delay pattern; a checkpoint trained otherwise would load and play wrong.
     wanted = {
@@ -238,9 +241,8 @@ def _musicgen_config(cfg: dict, codec: dict, folder: Path) -> tuple[MusicgenConf
         guidance = float(cfg.get("classifier_free_guidance", {}).get("inference_coef", 3.0))
     except (KeyError, TypeError, ValueError) as err:
         raise ModelLoadError(f"'{folder}' has an incomplete training config (missing or bad {err})") from None
-    kind = MusicgenMelodyConfig if melody else MusicgenConfig
     # The text encoder's config is the T5's own, set once it is loaded (after `check`, which may refuse first).
-    config = kind(text_encoder=dict(model_type="t5"), audio_encoder=codec_config, decoder=decoder)
+    config = MusicgenConfig(text_encoder=dict(model_type="t5"), audio_encoder=codec_config, decoder=decoder)
     frames = int(round(segment * codec_config.frame_rate))
     generation = GenerationConfig(
         do_sample=bool(sampling.get("use_sampling", True)),

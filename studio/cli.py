@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="an audio file to continue: it opens the clip, and --seconds counts it in",
     )
+    gen.add_argument(
+        "--melody", metavar="AUDIO", default=None, help="an audio file whose tune a melody checkpoint follows"
+    )
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
     gen.add_argument("--device", default=None)
@@ -135,6 +138,7 @@ def run_generate(args) -> int:
         model=args.model,
         prompt=args.prompt,
         audio_prompt=args.audio_prompt,
+        melody=args.melody,
         seconds=args.seconds,
         seed=args.seed,
         guidance_scale=args.guidance,

@@ -1,6 +1,8 @@
 """Our own MusicGen decode loop over the loaded transformers modules, readable top to bottom.
 
     prompts --T5--> text states --(enc_to_dec_proj)--> cross-attention states, batch [conditional; unconditional]
+        (a melody checkpoint: chroma frames and text states are instead a prefix of P decoder positions, prefilled
+        in one forward; the clip's positions then count from P)
     an audio prompt of P frames (continuation): positions 0 .. P - 1 in one forward, the KV cache filled
     for step t in P .. total - 1:                       total = frames + lag - 1 (lag: codebooks per channel)
         the decoder stack computes position t (one new position, a preallocated KV cache holds the earlier ones)
@@ -85,18 +87,38 @@ class DecodeResult:
 
 @dataclass(frozen=True)
 class Conditioning:
-    """Cross-attention inputs for the decoder batch: states [R, S, d], transformers' 4-D mask for one new position
-    (or None) and the text's own [R, S] mask."""
+    """What the decoder batch is conditioned on. Text checkpoints cross-attend: states [R, S, d], transformers' 4-D
+    mask for one new position (or None) and the text's own [R, S] mask. A melody checkpoint reads ``prefix`` [R, P, d]
+    instead, P decoder positions (chroma frames, then the text) before the clip's, and has no cross-attention."""
 
     states: torch.Tensor
     mask: torch.Tensor | None
     text_mask: torch.Tensor
     rows: int  # R = B, or 2B with classifier-free guidance
+    prefix: torch.Tensor | None = None
 
 
-def encode_text(loaded: LoadedModel, prompts: Sequence[str], cfg: bool) -> Conditioning:
+def _chroma_states(loaded: LoadedModel, melody: torch.Tensor | None, batch: int, cfg: bool) -> torch.Tensor:
+    """A melody checkpoint's chroma positions [R, chroma_length, d], as transformers' generate makes them: the melody's
+    one-hot frames [n, 12] repeated to the length (or cut), or without one, every frame C (the checkpoints' "no
+    melody"), which is also the unconditional half's."""
+    length = loaded.chroma_length
+    none = torch.zeros(1, 12, device=loaded.device)
+    none[:, 0] = 1
+    frames = none if melody is None else melody.to(loaded.device, torch.float32)
+    frames = frames.repeat(-(-length // len(frames)), 1)[:length]
+    chroma = torch.stack([frames] * batch + [none.expand(length, -1)] * (batch if cfg else 0)).to(loaded.dtype)
+    projection = getattr(loaded.model, "audio_enc_to_dec_proj", None)  # present when 12 != the decoder width
+    return chroma if projection is None else projection(chroma)
+
+
+def encode_text(
+    loaded: LoadedModel, prompts: Sequence[str], cfg: bool, melody: torch.Tensor | None = None
+) -> Conditioning:
     """T5-encode the prompts as transformers' generate does: with CFG the batch gains an unconditional half whose
-    states and attention mask are zero; states are projected to the decoder width and zeroed where masked."""
+    states and attention mask are zero; states are projected to the decoder width and zeroed where masked. A melody
+    checkpoint's conditioning is its prefix: the chroma of `melody` (studio/melody.py; None: no melody) then the text
+    states, unmasked, as transformers passes them."""
     model = loaded.model
     text = loaded.tokenizer(list(prompts), return_tensors="pt", padding=True).to(loaded.device)
     mask = text["attention_mask"]
@@ -108,6 +130,9 @@ def encode_text(loaded: LoadedModel, prompts: Sequence[str], cfg: bool) -> Condi
     if projection is not None:
         states = projection(states)
     states = states * mask[..., None]
+    if loaded.takes_melody:
+        prefix = torch.cat([_chroma_states(loaded, melody, len(prompts), cfg), states], dim=1)
+        return Conditioning(states=states, mask=None, text_mask=mask, rows=states.shape[0], prefix=prefix)
     stack = loaded.decoder_stack()
     query = states.new_zeros(states.shape[0], 1, stack.config.hidden_size)  # one new position per step
     cross_mask = create_bidirectional_mask(
@@ -127,11 +152,16 @@ def teacher_forced_scores(
     with torch.inference_mode():
         conditioning = encode_text(loaded, [prompt], cfg=cfg)
         inputs = sequence[:, :-1].to(loaded.device).repeat(2 if cfg else 1, 1)
-        hidden = loaded.decoder_stack()(
-            input_ids=inputs,
-            encoder_hidden_states=conditioning.states,
-            encoder_attention_mask=conditioning.text_mask,
-        ).last_hidden_state
+        if conditioning.prefix is None:
+            hidden = loaded.decoder_stack()(
+                input_ids=inputs,
+                encoder_hidden_states=conditioning.states,
+                encoder_attention_mask=conditioning.text_mask,
+            ).last_hidden_state
+        else:  # a melody checkpoint's stack prepends the prefix to the tokens, and returns both
+            prefix = conditioning.prefix
+            hidden = loaded.decoder_stack()(input_ids=inputs, encoder_hidden_states=prefix).last_hidden_state
+            hidden = hidden[:, prefix.shape[1] :]
         logits = torch.stack([head(hidden) for head in loaded.model.decoder.lm_heads], dim=1).float()  # [R, K, T, V]
         return (guide(logits, guidance_scale) if cfg else logits)[0]
 
@@ -152,8 +182,9 @@ class _WindowedLayer(StaticLayer):
 class _DecodeProgram:
     """Every buffer a step reads or writes, preallocated on the device, and the step itself (``step``).
 
-    ``position`` (a [1] int64 device tensor) is the step counter: the position this step computes. ``inputs`` holds
-    that position's tokens for every decoder row; ``sequence`` the token grid of the conditional rows.
+    ``position`` (a [1] int64 device tensor) is the step counter: the position this step computes, counted after a
+    melody checkpoint's ``prefix`` of P positions (step t computes position P + t; P = 0 for text checkpoints).
+    ``inputs`` holds that position's tokens for every decoder row; ``sequence`` the token grid of the conditional rows.
 
     Self-attention reads the KV cache up to ``window``, the end of the bucket of ``attention_bucket`` positions that
     holds the newest position (None: the whole preallocated cache), so a step's cost grows with its position, not
@@ -185,12 +216,20 @@ class _DecodeProgram:
             self.pattern = loaded.delay_pattern(frames).to(device).repeat(batch, 1)  # [B*K, S]
         else:
             self.pattern = torch.cat([loaded.delay_pattern(frames, codes) for codes in given]).to(device)
-        self.given = 0 if given is None else int(given.shape[-1])  # P: frames whose codes are given
+        self.given = 0 if given is None else int(given.shape[-1])  # frames whose codes are given
+        self.prefix = 0 if conditioning.prefix is None else int(conditioning.prefix.shape[1])
+        positions = self.prefix + self.total
+        table = self.stack.embed_positions.weights.shape[0]
+        if positions > table:
+            raise InputError(
+                f"the prompt's conditioning ({self.prefix} positions) and the clip ({self.total} steps) need "
+                f"{positions} decoder positions; {loaded.model_id} has {table}: shorten the prompt or the clip"
+            )
         self.sequence = self.pattern.clone()  # column 0 is the BOS column: the start token in every codebook
         self.inputs = torch.full((conditioning.rows * self.num_codebooks, 1), start, dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
-        self.key_index = torch.arange(self.total, device=device)
-        self.offsets = torch.arange(max(1, self.given), device=device)  # positions within one forward
+        self.key_index = torch.arange(positions, device=device)
+        self.offsets = torch.arange(max(1, self.given, self.prefix), device=device)  # positions within one forward
         self.masked_value = (
             None
             if self.stack.config._attn_implementation == "sdpa"
@@ -198,18 +237,23 @@ class _DecodeProgram:
         )
         config = self.stack.config
         self.attention_bucket = attention_bucket
-        self.window = self.total
-        self.self_attention = [_WindowedLayer(self.total) for _ in range(config.num_hidden_layers)]
-        self.cache = EncoderDecoderCache(
-            Cache(layers=self.self_attention),
-            StaticCache(config=config, max_cache_len=conditioning.states.shape[1]),
+        self.window = positions
+        self.self_attention = [_WindowedLayer(positions) for _ in range(config.num_hidden_layers)]
+        self.cache = (
+            EncoderDecoderCache(
+                Cache(layers=self.self_attention),
+                StaticCache(config=config, max_cache_len=conditioning.states.shape[1]),
+            )
+            if self.prefix == 0
+            else Cache(layers=self.self_attention)  # a melody checkpoint's layers have no cross-attention
         )
 
-    def window_for(self, position: int) -> int:
-        """The cache positions self-attention reads while computing `position` (and any before it in one forward)."""
+    def window_for(self, step: int) -> int:
+        """The cache positions self-attention reads while computing `step` (and any before it in one forward)."""
+        end = len(self.key_index)
         if self.attention_bucket is None:
-            return self.total
-        return min(self.total, -(-(position + 1) // self.attention_bucket) * self.attention_bucket)
+            return end
+        return min(end, -(-(self.prefix + step + 1) // self.attention_bucket) * self.attention_bucket)
 
     def set_window(self, window: int) -> None:
         if window == self.window:  # most steps: the window changes once every ATTENTION_BUCKET positions
@@ -218,18 +262,23 @@ class _DecodeProgram:
         for layer in self.self_attention:
             layer.window = window
 
-    def stack_forward(self, input_ids: torch.Tensor, **_ignored) -> BaseModelOutputWithPastAndCrossAttentions:
+    def stack_forward(
+        self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **_ignored
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
         """The decoder stack for the next n positions (replaces the stack's ``forward`` during a decode): one at a
-        step, the given frames' positions at once in the prefill.
+        step, the given frames' positions at once in the prefill, a melody checkpoint's prefix (`inputs_embeds`) first.
 
         Same arithmetic as transformers' MusicgenDecoder.forward: the sum of the codebook embeddings plus the
         sinusoidal position, every layer against the KV cache, the final layer norm. The positions and the causal
         mask come from the device counter, so nothing here reads a value back to the host.
         """
         stack = self.stack
-        count = input_ids.shape[-1]
-        codes = input_ids.reshape(-1, self.num_codebooks, count)
-        embeds = sum(stack.embed_tokens[k](codes[:, k]) for k in range(self.num_codebooks))
+        if inputs_embeds is None:
+            count = input_ids.shape[-1]
+            codes = input_ids.reshape(-1, self.num_codebooks, count)
+            embeds = sum(stack.embed_tokens[k](codes[:, k]) for k in range(self.num_codebooks))
+        else:
+            embeds, count = inputs_embeds, inputs_embeds.shape[1]
         positions = self.position + self.offsets[:count]
         hidden = embeds + stack.embed_positions.weights.index_select(0, positions)
         keys = self.key_index[: self.window]
@@ -237,6 +286,9 @@ class _DecodeProgram:
         causal = visible if self.masked_value is None else torch.where(visible, 0.0, self.masked_value)
         conditioning = self.conditioning
         for layer in stack.layers:
+            if self.prefix:  # a melody checkpoint's layer: self-attention only, and it returns (states, weights)
+                hidden = layer(hidden, causal, cache=self.cache, use_cache=True)[0]
+                continue
             hidden = layer(
                 hidden,
                 causal,
@@ -248,15 +300,20 @@ class _DecodeProgram:
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=stack.layer_norm(hidden), cache=self.cache)
 
     def prefill(self) -> None:
-        """Positions 0 .. P - 1 of the given frames in one forward (every token they predict is given): the KV cache
-        then holds them, as after transformers' prefill of an audio prompt. No sampling, so the generator is untouched.
+        """A melody checkpoint's prefix in one forward, then steps 0 .. G - 1 of the G given frames in one forward
+        (every token they predict is given): the KV cache then holds them, as after transformers' prefill of an audio
+        prompt. No sampling, so the generator is untouched.
         """
+        if self.prefix:
+            self.set_window(self.window_for(-1))
+            self.stack(inputs_embeds=self.conditioning.prefix, cache=self.cache, use_cache=True)
+            self.position.fill_(self.prefix)
         if not self.given:
             return
         tokens = self.sequence[:, : self.given]
         self.set_window(self.window_for(self.given - 1))
         self.stack(input_ids=tokens.repeat(self.copies, 1), cache=self.cache, use_cache=True)
-        self.position.fill_(self.given)
+        self.position.fill_(self.prefix + self.given)
         self.inputs.copy_(self.sequence[:, self.given].repeat(self.copies)[:, None])
 
     def step(self) -> None:
@@ -271,7 +328,7 @@ class _DecodeProgram:
         else:
             s = self.sampling
             tokens = sample(filter_scores(scores, s.temperature, s.top_k, s.top_p), self.generator)
-        column = self.position + 1
+        column = self.position + (1 - self.prefix)
         fixed = self.pattern.index_select(1, column).squeeze(1)
         tokens = torch.where(fixed == FREE, tokens, fixed)
         self.sequence.index_copy_(1, column, tokens[:, None])
@@ -427,6 +484,7 @@ def decode(
     with_audio: bool = True,
     given: torch.Tensor | None = None,
     attention_bucket: int | None = ATTENTION_BUCKET,
+    melody: torch.Tensor | None = None,
 ) -> DecodeResult:
     """Generate `frames` audio frames (50 per second) for each prompt; the caller holds ``loaded.lock``.
 
@@ -442,12 +500,17 @@ def decode(
 
     ``attention_bucket``: self-attention reads the cache up to the end of the current bucket of this many positions;
     None reads the whole preallocated cache at every step (as before; kept for benchmarks and tests).
+
+    `melody` (a melody checkpoint's, one-hot chroma [n, 12] from studio/melody.py) conditions every prompt; without
+    it a melody checkpoint hears none, as transformers' generate without ``input_features``.
     """
     _check_request(loaded, prompts, frames, sampling, given, attention_bucket)
+    if melody is not None and not loaded.takes_melody:
+        raise InputError(f"a melody is given, but {loaded.model_id} has no melody conditioning")
     graphed = _use_graph(loaded, use_cuda_graph)
     generator = None if sampling.greedy else torch.Generator(device=loaded.device).manual_seed(int(seed))
     with torch.inference_mode():
-        conditioning = encode_text(loaded, prompts, cfg=sampling.guidance_scale > 1)
+        conditioning = encode_text(loaded, prompts, cfg=sampling.guidance_scale > 1, melody=melody)
         program = _DecodeProgram(loaded, conditioning, frames, sampling, generator, given, attention_bucket)
         with _stack_forward_replaced(program.stack, program.stack_forward):
             program.prefill()

@@ -41,6 +41,7 @@ from studio.decode import ATTENTION_BUCKET, StepCallback, decode
 from studio.errors import Cancelled, InputError
 from studio.files import read_audio
 from studio.hooks import HookManager
+from studio.melody import read_melody
 from studio.model import LoadedModel
 from studio.plan import SteeringPlan, build_plan
 from studio.readout import LiveReadout, Readout, compute_readout, probe_on
@@ -195,6 +196,7 @@ def run_decode(
         on_step=on_step,
         given=None if given is None else given[None],
         attention_bucket=attention_bucket,
+        melody=read_melody(recipe.melody),
     )
     return out.audio[0], out.sequence[0]
 
@@ -227,6 +229,7 @@ def prepare(
     Raises InputError or BankError for anything the recipe asks that this model or these banks cannot do.
     """
     check_for_model(recipe, loaded)
+    read_melody(recipe.melody)  # a melody that cannot be heard is refused now, not once the model is busy
     if banks is None:
         banks = load_banks(recipe.bank, recipe.model, recipe.concepts())
     check_for_banks(recipe, banks, loaded.signature)
@@ -284,12 +287,17 @@ def generate(
             part_steps = loaded.steps_for(part.frames)
             part_plan = plan.rows(part.start, part_steps) if plan is not None else None
             with HookManager(
-                loaded, part_plan, capture_layer=bank.readout_layer if bank else None, steps=part_steps, cfg=cfg
+                loaded,
+                part_plan,
+                capture_layer=bank.readout_layer if bank else None,
+                steps=part_steps,
+                cfg=cfg,
+                prefix=loaded.prefix_length(recipe.prompt),
             ) as hooks:
                 before = codes[:, : part.start] if index else None
                 events.next_pass(part, part.given if index else 0, hooks.states, before)
-                # What the engine reads: the text, the sampling, this pass's length and seed (each later window
-                # samples with its own, so that windows do not repeat each other's draws). The hooks steer.
+                # What the engine reads: the text, the melody, the sampling, this pass's length and seed (each later
+                # window samples with its own, so that windows do not repeat each other's draws). The hooks steer.
                 part_recipe = replace(
                     recipe, seconds=part.frames / loaded.frame_rate, seed=recipe.seed + index, controls=()
                 )

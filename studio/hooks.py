@@ -4,7 +4,9 @@ Step semantics. Decoder step t computes sequence position t (position 0 is the B
 tokens at position t + 1). Each decoder forward computes the positions ``p0 .. p0 + n - 1`` where ``p0`` is the
 length of its KV cache (0 without one), so a forward pre-hook on the decoder stack reads the step from the cache
 rather than counting calls. That keeps the counter right when transformers runs the prefill forward twice
-(transformers 5.24's MusicGen ``generate`` does) and when a forward recomputes several positions.
+(transformers 5.24's MusicGen ``generate`` does) and when a forward recomputes several positions. A melody
+checkpoint's decoder first reads its conditioning, a ``prefix`` of P positions (chroma frames and text): step t is
+then position P + t, and the prefix's positions are neither steered nor captured.
 
 At decoder layer l, for each computed position t, the layer's output gets ``sum_k c[t, l, k] * V[l, k]`` added
 in place (t >= T adds nothing). With classifier-free guidance the decoder batch is [conditional; unconditional]:
@@ -45,12 +47,13 @@ def _cache_length(cache):
     return 0 if cache is None else cache.get_seq_length()
 
 
-def _new_positions(args: tuple, kwargs: dict) -> int:
-    """How many sequence positions this decoder forward computes."""
+def _new_positions(args: tuple, kwargs: dict, prefixed: bool) -> int:
+    """How many sequence positions this decoder forward computes (a melody checkpoint's stack prepends the
+    `encoder_hidden_states` it is given: transformers' generate passes the prefix so in its first forward)."""
     input_ids = kwargs.get("input_ids", args[0] if args else None)
-    if input_ids is not None:
-        return int(input_ids.shape[-1])
-    return int(kwargs["inputs_embeds"].shape[1])
+    count = int(input_ids.shape[-1]) if input_ids is not None else int(kwargs["inputs_embeds"].shape[1])
+    prefix = kwargs.get("encoder_hidden_states")
+    return count + (int(prefix.shape[1]) if prefixed and prefix is not None else 0)
 
 
 class HookManager:
@@ -58,6 +61,8 @@ class HookManager:
 
     ``plan=None`` steers nothing; ``capture_layer=None`` captures nothing. ``steps`` is the number of decoder steps
     to capture (defaults to the plan's length). ``cfg`` says whether the decoder batch holds an unconditional half.
+    ``prefix`` is the length of a melody checkpoint's conditioning prefix (``LoadedModel.prefix_length``; 0 for text
+    checkpoints): positions before it are left alone.
     After the block, ``states`` holds [steps, d] float32 captured states and ``positions`` how many of them were
     filled; ``forwards`` counts the decoder forwards Python saw (a CUDA graph replay is not counted).
 
@@ -75,8 +80,10 @@ class HookManager:
         capture_layer: int | None = None,
         steps: int | None = None,
         cfg: bool = False,
+        prefix: int = 0,
     ):
         self.decoder = loaded.decoder_stack()
+        self.prefix, self.prefixed = prefix, loaded.takes_melody
         self.layers = loaded.decoder_layers()
         self.plan, self.capture_layer, self.cfg = plan, capture_layer, cfg
         self.dtype, self.device = loaded.dtype, loaded.device
@@ -111,10 +118,10 @@ class HookManager:
 
     def _before_decoder(self, module, args, kwargs):
         self.forwards += 1
-        count = _new_positions(args, kwargs)
-        start = _cache_length(kwargs.get("cache"))
+        count = _new_positions(args, kwargs, self.prefixed)
+        start = _cache_length(kwargs.get("cache")) - self.prefix  # the step of the first position computed
         last_row = self._coefficients.shape[0] - 1 if self.plan is not None else 0
-        if isinstance(start, int) and count == 1:
+        if isinstance(start, int) and count == 1 and start >= 0:
             # The common step of transformers' loop: host indexing, the fewest tensor ops.
             self._start, self._positions = start, None
             if self.plan is not None:
@@ -125,7 +132,9 @@ class HookManager:
             self._offsets = torch.arange(count, device=self.device)
         self._positions = self._offsets[:count] + start  # device indices: a CUDA graph replays them
         if self.plan is not None:
-            rows = self._coefficients.index_select(0, self._positions.clamp(max=last_row))
+            # the prefix's positions (negative steps) and those past the plan read its zero row
+            rows = self._positions.clamp(max=last_row).masked_fill(self._positions < 0, last_row)
+            rows = self._coefficients.index_select(0, rows)
             # [L, n, K] @ [L, K, d] -> [L, n, d]: one batched matmul for all layers and controls.
             self._deltas = torch.bmm(rows.transpose(0, 1), self._directions).to(self.dtype).unbind(0)
 
@@ -135,6 +144,8 @@ class HookManager:
         cond_only = steer and self.plan.cfg_mode == "cond_only" and self.cfg
 
         def hook(module, args, output):
+            if isinstance(output, tuple):  # a melody checkpoint's layer returns (states, attention weights)
+                output = output[0]
             if steer:
                 target = output[: output.shape[0] // 2] if cond_only else output
                 target.add_(self._deltas[layer])
@@ -150,10 +161,10 @@ class HookManager:
                 self._buffer[self._start].copy_(output[0, 0])
                 self._filled_host = max(self._filled_host, self._start + 1)
             return
-        rows = self._positions.clamp(max=self.steps)
+        rows = self._positions.clamp(max=self.steps).masked_fill(self._positions < 0, self.steps)  # scratch row
         self._buffer.index_copy_(0, rows, output[0].to(torch.float32))
-        last = rows[-1]  # positions grow along the forward
-        torch.maximum(self._filled, last + (last < self.steps).long(), out=self._filled)
+        done = (self._positions[-1] + 1).clamp(0, self.steps)  # positions grow along the forward
+        torch.maximum(self._filled, done, out=self._filled)
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 

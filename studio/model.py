@@ -5,7 +5,13 @@ the decoder stack, the codec's way in and out.
 The offline models: ``tiny`` is the small MusicGen trained here on SynTheory renders (``python -m probes tiny-model``;
 weights in assets/models/tiny/musicgen), which plays the pitch a caption names, and steering it changes what is heard;
 ``tiny-random`` has the same kind of architecture with random weights, built in code from a seed, for unit tests that
-need speed and exactness only; ``tiny-stereo`` is ``tiny`` made a stereo MusicGen in code (``stereo_from_mono``).
+need speed and exactness only; ``tiny-stereo`` is ``tiny`` made a stereo MusicGen in code (``stereo_from_mono``);
+``tiny-melody`` is a melody MusicGen of tiny-random's sizes with random weights, built in code from a seed.
+
+Melody checkpoints (facebook/musicgen-melody; transformers' MusicgenMelodyForConditionalGeneration) have no
+cross-attention: the conditioning is a prefix of decoder positions, ``chroma_length`` chroma frames then the prompt's
+text tokens (``prefix_length``), and the clip's positions come after it (studio/decode.py builds the prefix from
+studio/melody.py's chroma).
 
 Stereo checkpoints (facebook/musicgen-stereo-*) decode two channels with one mono codec: the decoder's codebooks are
 interleaved, left channel's codebook k at row 2k and the right's at 2k + 1, both delayed by k. Audio arrays are
@@ -43,6 +49,9 @@ from transformers import (
     MusicgenConfig,
     MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
+    MusicgenMelodyConfig,
+    MusicgenMelodyDecoderConfig,
+    MusicgenMelodyForConditionalGeneration,
     T5Config,
 )
 from transformers.utils import logging as hf_logging
@@ -68,6 +77,7 @@ TINY = "tiny"
 TINY_FOLDER = ASSETS / "models" / "tiny" / "musicgen"
 TINY_RANDOM = "tiny-random"
 TINY_STEREO = "tiny-stereo"
+TINY_MELODY = "tiny-melody"
 TINY_SEED = 0
 TINY_DECODER = dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=4, ffn_dim=128)
 # MusicGen was trained on 30 s excerpts; longer clips need windowed generation, which we do not do.
@@ -108,11 +118,24 @@ class LoadedModel:
     hidden_size: int
     max_seconds: float
     is_tiny: bool
+    chroma_length: int  # chroma frames that open a melody model's conditioning prefix; 0: no melody conditioning
     signature: ModelSignature
     precision: str  # a key of PRECISIONS: how the decoder's weights are held (dtype: its activations')
     precision_note: str = ""  # why this precision, when studio.precision.load chose it
     # Held for a whole generation: hooks and the global RNG seed belong to one request at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def takes_melody(self) -> bool:
+        """A melody checkpoint: its conditioning is a prefix of chroma and text positions, not cross-attention."""
+        return self.chroma_length > 0
+
+    def prefix_length(self, prompt: str) -> int:
+        """Decoder positions before the clip's first (its BOS column): a melody model's chroma frames and the prompt's
+        text tokens; 0 for the others, whose conditioning is cross-attended."""
+        if not self.takes_melody:
+            return 0
+        return self.chroma_length + len(self.tokenizer(prompt)["input_ids"])
 
     def decoder_stack(self) -> nn.Module:
         """The decoder's transformer stack (embeddings, layers, final norm): where steering hooks attach."""
@@ -248,22 +271,37 @@ def strip_delay(grid: torch.Tensor, frames: int, channels: int = 1) -> torch.Ten
     )
 
 
-def build_tiny_random_model() -> MusicgenForConditionalGeneration:
-    """The tiny-random model: a MusicGen with the real architecture at toy sizes, random weights from a fixed seed.
+TINY_TEXT = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+TINY_CODEC = dict(num_filters=4, hidden_size=32, codebook_size=256, target_bandwidths=[1.6], num_lstm_layers=1)
+CHROMA_LENGTH = 235  # the melody checkpoints': 30 s of chroma frames (hop 4096 at 32 kHz)
+
+
+def build_tiny_random_model(melody: bool = False) -> MusicgenForConditionalGeneration:
+    """The tiny-random model: a MusicGen with the real architecture at toy sizes, random weights from a fixed seed
+    (`melody`: tiny-melody, the melody architecture, its 235 chroma frames and a position table for them).
 
     T5 text encoder, EnCodec-shaped 32 kHz audio codec (hop 640 = 50 Hz frames, 4 codebooks) and a 6-layer,
     64-wide decoder. Built offline; identical bytes on every machine with the same torch version.
     """
-    config = musicgen_config(  # codebook_dim defaults to the codec's hidden_size, 32
-        text=dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
-        codec=dict(num_filters=4, hidden_size=32, codebook_size=256, target_bandwidths=[1.6], num_lstm_layers=1),
-        decoder=dict(vocab_size=256, max_position_embeddings=1504, **TINY_DECODER),
-    )
-    setattr(config, MODEL_ID_KEY, TINY_RANDOM)
+    # codebook_dim defaults to the codec's hidden_size, 32
+    if melody:  # the position table holds the 235 chroma frames and the text too, as the real checkpoint's 2048
+        tokens = dict(vocab_size=256, num_codebooks=4, pad_token_id=256, bos_token_id=256)
+        decoder = MusicgenMelodyDecoderConfig(max_position_embeddings=2048, **tokens, **TINY_DECODER)
+        config = MusicgenMelodyConfig(
+            text_encoder=T5Config(**TINY_TEXT).to_dict(),
+            audio_encoder=codec_config(**TINY_CODEC).to_dict(),
+            decoder=decoder.to_dict(),
+            chroma_length=CHROMA_LENGTH,
+        )
+    else:
+        config = musicgen_config(
+            TINY_TEXT, TINY_CODEC, dict(vocab_size=256, max_position_embeddings=1504, **TINY_DECODER)
+        )
+    setattr(config, MODEL_ID_KEY, TINY_MELODY if melody else TINY_RANDOM)
     fork_devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(TINY_SEED)
-        model = MusicgenForConditionalGeneration(config)
+        model = (MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration)(config)
         _init_codebooks_from_tones(model.audio_encoder, seconds=8)
     model.generation_config = sampling_defaults(config.decoder.vocab_size)
     return model.eval()
@@ -435,20 +473,25 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+MODEL_CLASSES = {
+    "musicgen": MusicgenForConditionalGeneration,
+    "musicgen_melody": MusicgenMelodyForConditionalGeneration,
+}
+
+
 def check_supported(config, source: str) -> None:
-    """Refuse, before any weights load, the MusicGen checkpoints the studio does not run yet: melody ones (another
-    class, with a chroma conditioning prefix)."""
-    if config.model_type != "musicgen":
+    """Refuse, before any weights load, a checkpoint that is not a MusicGen (text, melody; mono or stereo)."""
+    if config.model_type not in MODEL_CLASSES:
         raise ModelLoadError(
-            f"'{source}' is a {config.model_type} checkpoint; the studio runs MusicGen's text-to-music checkpoints, "
-            f"mono and stereo (facebook/musicgen-small, -medium, -large, -stereo-*); melody conditioning is not "
-            f"supported yet"
+            f"'{source}' is a {config.model_type} checkpoint; the studio runs MusicGen checkpoints "
+            f"(facebook/musicgen-small, -medium, -large, -melody, -stereo-*)"
         )
 
 
 def _from_pretrained(source: str, local_only: bool):
-    check_supported(AutoConfig.from_pretrained(source, local_files_only=local_only), source)
-    model = MusicgenForConditionalGeneration.from_pretrained(source, local_files_only=local_only)
+    config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+    check_supported(config, source)
+    model = MODEL_CLASSES[config.model_type].from_pretrained(source, local_files_only=local_only)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     return model, tokenizer
 
@@ -494,6 +537,7 @@ def as_loaded(
     dec = model.config.decoder
     frame_rate = int(model.config.audio_encoder.frame_rate)
     channels = int(getattr(dec, "audio_channels", 1))
+    chroma = int(getattr(model.config, "chroma_length", 0))  # a melody model's; the text tokens come on top
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -506,8 +550,11 @@ def as_loaded(
         audio_channels=channels,
         num_layers=int(dec.num_hidden_layers),
         hidden_size=int(dec.hidden_size),
-        max_seconds=min(TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks // channels) / frame_rate),
-        is_tiny=model_id in (TINY, TINY_RANDOM, TINY_STEREO),
+        max_seconds=min(
+            TRAINED_SECONDS, (dec.max_position_embeddings - dec.num_codebooks // channels - chroma) / frame_rate
+        ),
+        is_tiny=model_id in (TINY, TINY_RANDOM, TINY_STEREO, TINY_MELODY),
+        chroma_length=chroma,
         signature=ModelSignature(model_id, config_hash(model), int(dec.hidden_size), int(dec.num_hidden_layers)),
         precision="fp32" if precision == "int8" else precision,
     )
@@ -552,22 +599,24 @@ def stereo_from_mono(mono: MusicgenForConditionalGeneration, model_id: str) -> M
         else:
             state[name] = tensor
     with torch.random.fork_rng(devices=[]):  # every weight is then overwritten: keep the caller's RNG untouched
-        stereo = MusicgenForConditionalGeneration(config)
+        stereo = type(mono)(config)
     stereo.load_state_dict(state, strict=True)
     stereo.generation_config = copy.deepcopy(mono.generation_config)
     return stereo.eval()
 
 
 def load_model(name: str = TINY, device: str | None = None, precision: str | None = None) -> LoadedModel:
-    """Load MusicGen by hub id, folder, "tiny", "tiny-random" or "tiny-stereo", move it to `device` once at
-    `precision` (None: fp16 on CUDA, fp32 on the CPU; studio.precision.load picks int8 on the CPU when it is faster
-    and faithful) and freeze it."""
+    """Load MusicGen by hub id, folder, "tiny", "tiny-random", "tiny-stereo" or "tiny-melody", move it to `device`
+    once at `precision` (None: fp16 on CUDA, fp32 on the CPU; studio.precision.load picks int8 on the CPU when it is
+    faster and faithful) and freeze it."""
     torch_device = resolve_device(device)
     precision = resolve_precision(precision, torch_device)
     if name == TINY:
         model, tokenizer, model_id = load_tiny_model(), tiny_tokenizer(), TINY
     elif name == TINY_RANDOM:
         model, tokenizer, model_id = build_tiny_random_model(), tiny_tokenizer(), TINY_RANDOM
+    elif name == TINY_MELODY:
+        model, tokenizer, model_id = build_tiny_random_model(melody=True), tiny_tokenizer(), TINY_MELODY
     elif name == TINY_STEREO:
         model, tokenizer, model_id = stereo_from_mono(load_tiny_model(), TINY_STEREO), tiny_tokenizer(), TINY_STEREO
     else:

@@ -22,6 +22,8 @@ Field semantics:
 - ``audio_prompt``: an audio file to continue (any rate and channel count: mixed to mono and resampled). It opens
   the clip: ``seconds`` is the whole clip's length, the prompt's included, and schedules are timed on that whole
   timeline. Steering adds nothing over the prompt; the readout reads it too.
+- ``melody``: an audio file whose tune a melody checkpoint follows (its chromagram, studio/melody.py; the first 30 s,
+  repeated to fill them when shorter). Only melody checkpoints take one.
 - ``controls[i].layers``: ``{"mode": "uniform"}``, ``{"mode": "topk", "k": 8}``, ``{"mode": "exp", "kappa": 0.95,
   "w0": 1.0}`` (each with an optional ``"layers": [...]``, the decoder layers it may use; default all but the first,
   as the paper), or ``{"mode": "manual", "weights": [w_0, ..., w_{L-1}]}``.
@@ -199,6 +201,7 @@ class Recipe(JsonData):
     bank: str | None = spec(None, read=optional(string))
     prompt: str = spec("", read=_prompt)
     audio_prompt: str | None = spec(None, read=optional(string))  # a clip to continue: it opens the `seconds`
+    melody: str | None = spec(None, read=optional(string))  # a clip whose tune a melody checkpoint follows
     seconds: float = spec(read=number(0.0, MAX_SECONDS, low_open=True))
     seed: int = spec(0, read=integer(0, below=2**63))
     sampling: Sampling = spec(Sampling(), read=nested(Sampling))
@@ -284,7 +287,13 @@ def chosen_layers(spec: LayerSpec, num_layers: int) -> tuple[int, ...]:
 
 def check_for_model(recipe: Recipe, loaded) -> None:
     """Refuse what the LoadedModel cannot do: too long a clip or window, layers it does not have, top-K above its
-    layers."""
+    layers, a melody without melody conditioning."""
+    if recipe.melody is not None and not loaded.takes_melody:
+        fail(
+            "melody",
+            f"is given, but {loaded.model_id} has no melody conditioning: use a melody checkpoint "
+            f"(facebook/musicgen-melody, or tiny-melody offline), or leave the melody out",
+        )
     window, stride = recipe.extend.sizes(loaded.max_seconds)
     if recipe.seconds <= window:  # one pass
         loaded.check_seconds(recipe.seconds)

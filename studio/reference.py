@@ -12,6 +12,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from studio.decode import StepCallback
+from studio.melody import read_melody
 from studio.model import FREE, LoadedModel
 from studio.recipe import Recipe
 from studio.sampling import Sampling
@@ -65,6 +66,9 @@ def run_reference(
     if given is not None:
         inputs["decoder_input_ids"] = given.to(loaded.device)
         prefilled = given.shape[-1]
+    melody = read_melody(recipe.melody)
+    if melody is not None:
+        inputs["input_features"] = melody[None].to(loaded.device, loaded.dtype)
     pattern = loaded.delay_pattern(frames, given)
     watcher = _StepWatcher(on_step, steps, pattern)
     torch.manual_seed(recipe.seed)

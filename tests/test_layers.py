@@ -20,7 +20,7 @@ LAYERS = [
     ("studio.model",),  # loading MusicGen, and its facts
     ("probes.rfm",),  # formats: an RFM probe ...
     ("probes.bank",),  # ... and a concept bank file
-    ("studio.schedules", "studio.sampling"),
+    ("studio.schedules", "studio.sampling", "studio.melody"),
     ("studio.recipe",),
     ("studio.banks",),
     ("studio.plan",),

@@ -100,7 +100,8 @@ def build_app(loaded: LoadedModel, banner: str = "", engine=None, bank_root: Pat
     with gr.Blocks(title="MusicRFM Studio") as app:
         gr.Markdown(
             f"# MusicRFM Studio\nSteer **{loaded.model_id}** ({loaded.num_layers} decoder layers, "
-            f"{'stereo, ' if loaded.audio_channels == 2 else ''}{loaded.device.type}) with RFM concept directions."
+            f"{'stereo, ' if loaded.audio_channels == 2 else ''}{'melody, ' if loaded.takes_melody else ''}"
+            f"{loaded.device.type}) with RFM concept directions."
         )
         gr.Markdown(banner, visible=bool(banner), elem_id="model-banner")
         with gr.Tab("Steer"):
@@ -137,6 +138,13 @@ def _controls(studio: Studio) -> Controls:
             type="filepath",
             sources=["upload"],
             elem_id="audio-prompt",
+        )
+    with gr.Accordion("Melody", open=True, visible=loaded.takes_melody):
+        form["melody"] = gr.Audio(
+            label="Melody: a clip whose tune the model follows (its chroma; the first 30 s)",
+            type="filepath",
+            sources=["upload"],
+            elem_id="melody",
         )
     gr.Markdown("### Concept controls")
     classes = studio.classes(first)

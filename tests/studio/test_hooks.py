@@ -239,6 +239,7 @@ def test_the_step_is_read_from_the_cache_as_an_int_or_a_device_tensor(as_tensor)
         dtype=torch.float32,
         device=torch.device("cpu"),
         hidden_size=width,
+        takes_melody=False,
     )
     plan = dyadic_plan(8, layers, width, seed=6)  # one step shorter than the capture
     hidden = torch.randint(-8, 9, (2, 2, width), generator=torch.Generator().manual_seed(7)).float() / 4

@@ -6,7 +6,7 @@ import torch
 
 from studio.errors import ModelLoadError
 from studio.generate import generate
-from studio.model import build_tiny_random_model, codec_config, load_model, save_model
+from studio.model import build_tiny_random_model, load_model, save_model
 from studio.recipe import Recipe
 from studio.sampling import Sampling
 
@@ -75,20 +75,21 @@ def test_folder_that_is_not_a_model_is_refused(tmp_path):
         load_model(str(tmp_path), device="cpu")
 
 
-def test_melody_checkpoints_are_refused_before_their_weights_load(tiny, tmp_path):
-    from transformers import MusicgenMelodyConfig
+def test_a_checkpoint_that_is_not_a_musicgen_is_refused_before_its_weights_load(tmp_path):
+    from transformers import T5Config
 
-    text = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    decoder = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128)
-    sizes = dict(num_filters=4, hidden_size=32, codebook_size=256, target_bandwidths=[1.6], num_lstm_layers=1)
-    melody = MusicgenMelodyConfig(
-        text_encoder=text, audio_encoder=codec_config(**sizes).to_dict(), decoder=dict(decoder, num_codebooks=4)
-    )
-    melody.save_pretrained(tmp_path / "melody")  # a config and no weights: refused before weights are looked for
-    with pytest.raises(
-        ModelLoadError, match="is a musicgen_melody checkpoint; .* melody conditioning is not supported"
-    ):
-        load_model(str(tmp_path / "melody"), device="cpu")
+    T5Config(d_model=32, num_layers=1).save_pretrained(tmp_path / "t5")  # a config and no weights
+    with pytest.raises(ModelLoadError, match="is a t5 checkpoint; the studio runs MusicGen checkpoints"):
+        load_model(str(tmp_path / "t5"), device="cpu")
+
+
+def test_a_saved_melody_folder_loads_as_a_melody_checkpoint(tmp_path):
+    melody = load_model("tiny-melody", device="cpu")
+    save_model(melody, tmp_path / "melody")
+    again = load_model(str(tmp_path / "melody"), device="cpu")
+    assert type(again.model).__name__ == "MusicgenMelodyForConditionalGeneration"
+    assert (again.chroma_length, again.signature) == (235, melody.signature)
+    assert again.prefix_length("a piano") == 235 + len("a piano") + 1  # chroma frames, the text's bytes and EOS
 
 
 def test_cuda_asked_for_without_a_gpu_is_refused():

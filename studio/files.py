@@ -17,7 +17,7 @@ from scipy.signal import resample_poly
 
 from studio.errors import InputError
 
-SILENCE_RMS = 1e-4  # below this a clip holds nothing to continue
+SILENCE_RMS = 1e-4  # below this a clip holds nothing to continue or follow
 SPACE_DATA = Path("/data")  # a Hugging Face Space's persistent storage, when it has some
 ASSETS = Path(__file__).resolve().parent.parent / "assets"  # committed with the studio: models, banks, page assets
 
@@ -82,5 +82,5 @@ def read_audio(path: str | Path, sample_rate: int, field: str = "audio", channel
         divisor = np.gcd(rate, sample_rate)
         audio = resample_poly(audio, sample_rate // divisor, rate // divisor, axis=0).astype(np.float32)
     if not len(audio) or float(np.sqrt(np.mean(audio**2))) < SILENCE_RMS:
-        raise InputError.at(field, f"is silent or empty ({Path(path).name}): there is nothing to continue")
+        raise InputError.at(field, f"is silent or empty ({Path(path).name}): there is nothing to hear in it")
     return audio[:, 0] if channels == 1 else audio

@@ -105,7 +105,7 @@ class ModelSignature:
 class LoadedModel:
     """A MusicGen resident on its device, with the facts the rest of the studio needs about it."""
 
-    model: MusicgenForConditionalGeneration
+    model: MusicgenForConditionalGeneration | MusicgenMelodyForConditionalGeneration
     tokenizer: object
     model_id: str
     device: torch.device

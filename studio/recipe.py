@@ -19,9 +19,10 @@ Example (every field but ``version`` and ``seconds`` has a default)::
 
 Field semantics:
 - ``bank``: where the banks are (see studio/banks.py); null means the model's own banks.
-- ``audio_prompt``: an audio file to continue (any rate and channel count: mixed to mono and resampled). It opens
-  the clip: ``seconds`` is the whole clip's length, the prompt's included, and schedules are timed on that whole
-  timeline. Steering adds nothing over the prompt; the readout reads it too.
+- ``audio_prompt``: an audio file to continue (any rate and channel count: resampled, and mixed to mono, or kept as
+  two channels for a stereo checkpoint). It opens the clip: ``seconds`` is the whole clip's length, the prompt's
+  included, and schedules are timed on that whole timeline. Steering adds nothing over the prompt; the readout reads
+  it too.
 - ``melody``: an audio file whose tune a melody checkpoint follows (its chromagram, studio/melody.py; the first 30 s,
   repeated to fill them when shorter). Only melody checkpoints take one.
 - ``controls[i].layers``: ``{"mode": "uniform"}``, ``{"mode": "topk", "k": 8}``, ``{"mode": "exp", "kappa": 0.95,

@@ -132,8 +132,9 @@ class HookManager:
             self._offsets = torch.arange(count, device=self.device)
         self._positions = self._offsets[:count] + start  # device indices: a CUDA graph replays them
         if self.plan is not None:
-            # the prefix's positions (negative steps) and those past the plan read its zero row
-            rows = self._positions.clamp(max=last_row).masked_fill(self._positions < 0, last_row)
+            rows = self._positions.clamp(max=last_row)  # positions past the plan read its zero row ...
+            if self.prefix:  # ... and so do a melody prefix's (negative steps)
+                rows = rows.masked_fill(self._positions < 0, last_row)
             rows = self._coefficients.index_select(0, rows)
             # [L, n, K] @ [L, K, d] -> [L, n, d]: one batched matmul for all layers and controls.
             self._deltas = torch.bmm(rows.transpose(0, 1), self._directions).to(self.dtype).unbind(0)
@@ -161,7 +162,9 @@ class HookManager:
                 self._buffer[self._start].copy_(output[0, 0])
                 self._filled_host = max(self._filled_host, self._start + 1)
             return
-        rows = self._positions.clamp(max=self.steps).masked_fill(self._positions < 0, self.steps)  # scratch row
+        rows = self._positions.clamp(max=self.steps)  # positions past the capture go to the scratch row ...
+        if self.prefix:  # ... and so do a melody prefix's
+            rows = rows.masked_fill(self._positions < 0, self.steps)
         self._buffer.index_copy_(0, rows, output[0].to(torch.float32))
         done = (self._positions[-1] + 1).clamp(0, self.steps)  # positions grow along the forward
         torch.maximum(self._filled, done, out=self._filled)

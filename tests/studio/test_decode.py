@@ -34,7 +34,7 @@ def hf_generate(loaded, prompts, frames, **kwargs):
     inputs = loaded.tokenizer(prompts, return_tensors="pt", padding=True).to(loaded.device)
     codec = model.audio_encoder
     with mock.patch.object(codec, "decode", wraps=codec.decode) as spy, torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=frames + loaded.num_codebooks - 1, **kwargs)
+        out = model.generate(**inputs, max_new_tokens=loaded.steps_for(frames), **kwargs)
     audio = out.sequences if kwargs.get("return_dict_in_generate") else out
     return spy.call_args.args[0][0].cpu(), audio[:, 0].float().cpu().numpy(), out
 

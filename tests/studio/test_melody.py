@@ -5,7 +5,6 @@ the recipe, the CLI and the page's handlers."""
 import json
 from dataclasses import replace
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from studio.melody import chroma, read_melody
 from studio.model import load_model
 from studio.reference import run_reference
 from studio.sampling import Sampling
-from tests.studio.test_decode import random_plan
+from tests.studio.test_decode import hf_generate, random_plan
 from tests.studio.test_generate import run_cli, steered, write_recipe
 
 RATE = 32000
@@ -88,15 +87,9 @@ def test_read_melody_mixes_resamples_and_refuses_what_cannot_be_heard(melody_fil
 # ------------------------------------------------------------------------------------------------ against generate
 
 
-def hf_generate(loaded, prompts, frames, melody=None, **kwargs):
-    """transformers' generate: the codes it hands the codec [B, K, frames]."""
-    inputs = loaded.tokenizer(prompts, return_tensors="pt", padding=True)
-    if melody is not None:
-        inputs["input_features"] = melody[None].expand(len(prompts), -1, -1)
-    codec = loaded.model.audio_encoder
-    with mock.patch.object(codec, "decode", wraps=codec.decode) as spy, torch.inference_mode():
-        loaded.model.generate(**inputs, max_new_tokens=loaded.steps_for(frames), **kwargs)
-    return spy.call_args.args[0][0]
+def features(melody: torch.Tensor | None, prompts: int) -> dict:
+    """generate's melody argument for a batch of `prompts` (none without a melody)."""
+    return {} if melody is None else {"input_features": melody[None].expand(prompts, -1, -1)}
 
 
 @pytest.mark.parametrize("with_melody", [True, False], ids=["melody", "no melody"])
@@ -114,7 +107,7 @@ def test_tokens_equal_transformers_generate_with_input_features(melody_model, pr
     frames, seed = 30, 11
     kwargs = dict(do_sample=not sampling.greedy, guidance_scale=sampling.guidance_scale)
     torch.manual_seed(seed)
-    theirs = hf_generate(melody_model, prompts, frames, melody, **kwargs)
+    theirs, _, _ = hf_generate(melody_model, prompts, frames, **kwargs, **features(melody, len(prompts)))
     ours = decode(melody_model, prompts, frames, seed=seed, sampling=sampling, melody=melody)
     assert torch.equal(ours.codes, theirs)
 
@@ -156,7 +149,9 @@ def test_steering_leaves_the_conditioning_prefix_alone(melody_model, engine):
                 if engine == "ours":
                     decode(melody_model, [prompt], frames, sampling=Sampling(greedy=True), melody=melody)
                 else:
-                    hf_generate(melody_model, [prompt], frames, melody, do_sample=False, guidance_scale=3.0)
+                    hf_generate(
+                        melody_model, [prompt], frames, do_sample=False, guidance_scale=3.0, **features(melody, 1)
+                    )
         finally:
             for recorder in recorders:
                 recorder.remove()

@@ -1,19 +1,23 @@
-"""`python -m probes train|eval ...`: train a ConceptBank for one concept; measure steering. Bad input: exit status 2
-and one line."""
+"""`python -m probes train|starter|eval|tiny-model ...`: train a ConceptBank for one concept; the starter banks of a
+model; measure steering; rebuild the tiny model. Bad input: exit status 2 and one line."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from probes.bank import POOLINGS
 from probes.evaluate.cli import add_eval_arguments, run_eval
 from probes.rfm import check_hparams
+from probes.starter import DEFAULT_MINUTES, STARTER
 from probes.syntheory import CONCEPTS
 from studio.cli import OneLineParser
-from studio.errors import InputError, RFMError, StudioError
+from studio.errors import Cancelled, InputError, RFMError, StudioError
 
 CENTERING = {"no": False, "yes": True, "search": [False, True]}
 
@@ -101,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     train.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
     add_eval_arguments(sub.add_parser("eval", help="baseline vs steered: probe accuracy, DSP checks, CLAP, FD/MMD"))
+    starter = sub.add_parser(
+        "starter", help="notes, chords and tempos banks for a model in minutes, sized to a time budget (resumable)"
+    )
+    starter.add_argument("--model", default="tiny", help="hub id, save_pretrained folder or 'tiny'")
+    starter.add_argument(
+        "--minutes", type=float, default=DEFAULT_MINUTES, help="the time budget the subset is chosen for (default: 3)"
+    )
+    starter.add_argument(
+        "--clips-per-class",
+        type=int,
+        default=None,
+        help="skip the budget: N clips per class of every concept (tempos: per 20 BPM band)",
+    )
+    starter.add_argument("--concepts", nargs="+", choices=list(STARTER), default=list(STARTER))
+    starter.add_argument("--out", type=Path, default=None, help="bank folder (default: the user's, see README)")
+    starter.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     tiny = sub.add_parser("tiny-model", help="rebuild the tiny MusicGen that knows music, from SynTheory renders")
     tiny.add_argument(
         "--stage", choices=["all", "codec", "decoder"], default="all", help="what to build (decoder: on <out>/codec)"
@@ -143,6 +163,54 @@ def run_train(args) -> int:
     files = save_figure(auc_by_layer_figure(bank), out / "auc_by_layer")
     print(summary_table(bank))
     print(f"saved {out} ({', '.join(f.name for f in files)})")
+    return 0
+
+
+def run_starter(args) -> int:
+    from probes.figures import auc_by_layer_figure, save_figure
+    from probes.starter import build_starter
+    from studio.banks import origin
+    from studio.model import load_model
+
+    if args.minutes <= 0:
+        raise InputError(f"--minutes must be > 0, got {args.minutes:g}")
+    if args.clips_per_class is not None and args.clips_per_class < 2:
+        raise InputError(f"--clips-per-class must be at least 2 (to train on and to check), got {args.clips_per_class}")
+    loaded = load_model(args.model, device=args.device)
+    bar = tqdm(total=1.0, bar_format="starter banks {percentage:3.0f}%|{bar}| {desc}")
+
+    def show(progress) -> None:
+        bar.n = progress.fraction
+        bar.set_description_str(f"{progress.message}, about {progress.seconds_left / 60:.1f} min left", refresh=False)
+        bar.update(0)  # redraws at most every 0.1 s
+
+    def landed(item) -> None:
+        if item.made:
+            save_figure(auc_by_layer_figure(item.bank), item.folder / "auc_by_layer")
+        scores = item.bank.trained_val_score
+        how = "made" if item.made else "kept"
+        bar.write(
+            f"{item.concept}: {how}, mean validation {item.bank.val_metric.upper()} {float(scores.mean()):.3f} "
+            f"(best layer {float(scores.mean(dim=1).max()):.3f}), {origin(item.folder)}"
+        )
+
+    command = "python -m probes " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    try:
+        build_starter(
+            loaded,
+            args.out,
+            minutes=args.minutes,
+            concepts=tuple(args.concepts),
+            per_class=args.clips_per_class,
+            device=args.device,
+            on_progress=show,
+            on_bank=landed,
+            command=command,
+        )
+    except KeyboardInterrupt:
+        raise Cancelled("interrupted; the banks made so far are kept: run the same command again to resume") from None
+    finally:
+        bar.close()
     return 0
 
 
@@ -254,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-        return {"train": run_train, "eval": run_eval, "tiny-model": run_tiny_model}[args.command](args)
+        args.argv = argv
+        commands = {"train": run_train, "eval": run_eval, "starter": run_starter, "tiny-model": run_tiny_model}
+        return commands[args.command](args)
     except StudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

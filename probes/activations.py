@@ -87,10 +87,12 @@ def extract_activations(
     poolings: Sequence[str] = ("mean",),
     batch_size: int = 8,
     progress: bool = True,
+    on_done: Callable[[int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pooled layer outputs for clips (float arrays at the model's rate): {pooling: [N, L, d]} in the clips' order.
 
-    Clips are batched with others of the same length, so no padding enters the pooled states.
+    Clips are batched with others of the same length, so no padding enters the pooled states. `on_done` is called
+    with the number of clips of each batch as it finishes (a progress bar outside this function).
     """
     for p in poolings:
         _pool(torch.zeros(1, 1, 1), p)  # fail on a bad pooling before any work
@@ -106,6 +108,8 @@ def extract_activations(
                 for p, states in layer_states(loaded, audio, poolings).items():
                     out[p][chunk] = states
                 bar.update(len(chunk))
+                if on_done is not None:
+                    on_done(len(chunk))
     return out
 
 
@@ -132,8 +136,10 @@ def cached_activations(
     pooling: str = "mean",
     batch_size: int = 8,
     progress: bool = True,
+    on_done: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss.
+    """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss (`on_done`:
+    see `extract_activations`).
 
     Every pooling is computed in the same pass and cached, since the forward pass is the expensive part. An unreadable
     cache file (truncated, corrupted, wrong shape) is a miss: it is recomputed and replaced.
@@ -146,7 +152,7 @@ def cached_activations(
             log.info("activations from cache %s", path)
             return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
-    computed = extract_activations(loaded, clips(), POOLINGS, batch_size, progress)
+    computed = extract_activations(loaded, clips(), POOLINGS, batch_size, progress, on_done)
     for p, acts in computed.items():
         target = cache_dir / f"acts-{cache_key(loaded, dataset_key, p)}.safetensors"
         _write_cache(target, acts, {"dataset": dataset_key, "pooling": p, "model": loaded.model_id})

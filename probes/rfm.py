@@ -47,7 +47,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -802,9 +802,11 @@ def fit_rfm_layers(
     keep_probes: bool = False,
     memory_budget_gb: float | None = None,
     progress: bool = False,
+    on_done: Callable[[int], None] | None = None,
     **hparams,
 ) -> LayerFits:
-    """Fit RFM probes for every layer of X_train [L, n, d] / X_val [L, n_val, d] in batches.
+    """Fit RFM probes for every layer of X_train [L, n, d] / X_val [L, n_val, d] in batches; `on_done` is called with
+    the number of probe fits (layers x hyper-parameter configurations x targets) of each batch as it finishes.
 
     y: class ids [n] (binary if only 0/1 or bool), or float values (regression). With ``one_vs_rest`` a classification
     target gives one binary probe per class; otherwise one probe per layer (multiclass or binary). Any hyper-parameter
@@ -863,6 +865,8 @@ def fit_rfm_layers(
                             kept[name] = value.new_zeros(L, P, *value.shape)
                         kept[name][layer, p] = value
         bar.update(len(chunk) * P)
+        if on_done is not None:
+            on_done(len(chunk) * P)
     bar.close()
     if not torch.isfinite(best_score).all():
         raise RFMError("some probes got no finite validation score (NaN features or constant targets?)")

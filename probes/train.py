@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -45,6 +47,11 @@ class TrainOptions:
     cache_dir: Path | None = None
     device: str | None = None
     progress: bool = True
+    # called as work finishes, for a progress bar outside: ("render", clips), ("activations", clips), ("probes", fits)
+    on_done: Callable[[str, int], None] | None = None
+
+    def tick(self, stage: str) -> Callable[[int], None] | None:
+        return None if self.on_done is None else functools.partial(self.on_done, stage)
 
 
 def stratified_split(
@@ -81,6 +88,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         max_per_class=options.max_per_class,
         seed=options.seed,
         progress=options.progress,
+        on_done=options.tick("render"),
     )
     log.info("%s: %d clips, %d classes", concept, len(data.labels), len(data.classes))
     cache_dir = options.cache_dir or Path(".cache") / "activations"
@@ -91,6 +99,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         cache_dir,
         pooling=options.pooling,
         progress=options.progress,
+        on_done=options.tick("activations"),
     )  # [N, L, d]
     train, val = stratified_split(data.labels, options.val_fraction, options.seed, data.is_regression)
     layers_first = acts.transpose(0, 1)  # [L, N, d]
@@ -121,6 +130,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         layers=options.layers,
         device=options.device,
         progress=options.progress,
+        on_done=options.tick("probes"),
     )
 
 
@@ -141,6 +151,7 @@ def build_bank(
     layers=None,
     device=None,
     progress: bool = True,
+    on_done: Callable[[int], None] | None = None,
 ) -> ConceptBank:
     """Train a ConceptBank from pooled activations acts_train [L, n, d] / acts_val [L, n_val, d].
 
@@ -150,7 +161,7 @@ def build_bank(
     left untrained (see the module docstring). The readout probe (multiclass, or regression) is fitted at
     ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean validation score (the
     earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
-    ``probes.rfm.DEFAULT_HPARAMS``.
+    ``probes.rfm.DEFAULT_HPARAMS``. ``on_done``: see ``probes.rfm.fit_rfm_layers``.
     """
     classes = [str(c) for c in classes]
     regression = classes == REGRESSION_CLASSES
@@ -182,7 +193,15 @@ def build_bank(
     index = list(layers)
     try:
         fits = fit_rfm_layers(
-            acts_train[index], y_train, acts_val[index], y_val, one_vs_rest=True, k=k, progress=progress, **fit_args
+            acts_train[index],
+            y_train,
+            acts_val[index],
+            y_val,
+            one_vs_rest=True,
+            k=k,
+            progress=progress,
+            on_done=on_done,
+            **fit_args,
         )
         val_score, directions, eigenvalues = _scatter_layers(fits, layers, signature.num_layers)
         layer = _pick_readout_layer(val_score, readout_layer, layers)

@@ -14,7 +14,7 @@ from studio.errors import SynTheoryError
 
 from .concepts import CLIP_SECONDS, CONCEPTS, ConceptSpec, Sample, get_concept, list_samples
 from .dataset import ConceptArrays, ConceptDataset, ConceptItem, load_concept
-from .instruments import CLEAN_PROGRAMS, CLICK_SOUNDS, GM_PROGRAM_NAMES, TONAL_PROGRAMS
+from .instruments import CLEAN_PROGRAMS, CLICK_SOUNDS, GM_PROGRAM_NAMES, TEN_FAMILIES, TONAL_PROGRAMS
 from .published import PUBLISHED_DATASET, load_published
 from .renderer import DEFAULT_SOUNDFONT, SAMPLE_RATE, RenderConfig, default_cache_dir, read_clip, render, render_clip
 
@@ -34,6 +34,7 @@ __all__ = [
     "SAMPLE_RATE",
     "Sample",
     "SynTheoryError",
+    "TEN_FAMILIES",
     "TONAL_PROGRAMS",
     "default_cache_dir",
     "get_concept",

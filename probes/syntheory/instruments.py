@@ -174,6 +174,11 @@ TONAL_PROGRAMS: tuple[int, ...] = tuple(
     and program not in _EXPRESSIVE_PROGRAMS
 )
 
+# Ten programs of distinct families, a quick subset that still varies timbre: piano, electric piano, vibraphone,
+# nylon guitar, violin, string ensemble, trumpet, clarinet, flute, square lead. The tiny model learns from these, and
+# the starter banks are trained on them.
+TEN_FAMILIES: tuple[int, ...] = (0, 4, 11, 24, 40, 48, 56, 71, 73, 80)
+
 # Programs whose TimGM6mb samples are close to a pure tone at every octave (checked by rendering A2..A5: more than
 # 97% of the spectral energy lies at the fundamental); use them where a test or a check needs an unambiguous pitch.
 CLEAN_PROGRAMS: tuple[int, ...] = (74, 79)

@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from math import gcd
@@ -198,17 +198,18 @@ def render(
     workers: int | None = None,
     progress: bool = True,
     config: RenderConfig | None = None,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """Render every sample not yet in the cache, in parallel, and return each sample's cached WAV path (in order).
 
     workers: fluidsynth processes at once (default: twice the CPU count). Checks fluidsynth and the soundfont before
     anything is written; on a failure, clips finished so far stay cached and nothing partial is left behind.
+    on_done: called with 1 as each clip is rendered (a progress bar outside this function; cached clips are not).
     """
     config = config or RenderConfig()
     binary = check_renderer(config)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    identity = _renderer_identity(config)
-    paths = [root / sample.concept / f"{_key(sample, identity)}.wav" for sample in samples]
+    paths = cache_paths(samples, root, config)
     pending = {path: sample for path, sample in zip(paths, samples) if not path.is_file()}
     logger.info("SynTheory: %d clips cached, %d to render in %s", len(paths) - len(pending), len(pending), root)
     if pending:
@@ -224,11 +225,23 @@ def render(
                 for future in as_completed(futures):
                     future.result()
                     bar.update(1)
+                    if on_done is not None:
+                        on_done(1)
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
     return paths
+
+
+def cache_paths(
+    samples: Sequence[Sample], cache_dir: str | Path | None = None, config: RenderConfig | None = None
+) -> list[Path]:
+    """Where each sample's clip is cached (whether or not it is rendered yet)."""
+    config = config or RenderConfig()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    identity = _renderer_identity(config)
+    return [root / sample.concept / f"{_key(sample, identity)}.wav" for sample in samples]
 
 
 def _render_to_cache(binary: str, sample: Sample, path: Path, config: RenderConfig) -> None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from probes.syntheory import load_concept
+from probes.syntheory.instruments import TEN_FAMILIES
 
-# piano, electric piano, vibraphone, nylon guitar, violin, string ensemble, trumpet, clarinet, flute, square lead
-INSTRUMENTS = (0, 4, 11, 24, 40, 48, 56, 71, 73, 80)
+INSTRUMENTS = TEN_FAMILIES
 NOTE_OCTAVES = (2, 3, 4, 5)
 HELD_OUT_FRACTION = 0.2
 HELD_OUT_SEED = 0

@@ -237,3 +237,20 @@ def test_online_with_the_hub_out_of_reach_the_cached_copy_serves_and_nothing_cac
     run = _cli_online(tmp_path, saved / "notes", cache)
     assert run.returncode == 0 and (tmp_path / "x.wav").stat().st_size > 1000, run.stderr
     assert "from the Hub (hf://me/notes)" in run.stderr  # the log line naming where the bank came from
+
+
+def test_the_studio_offers_a_hub_bank_over_its_own_and_refuses_a_foreign_one_unchanged(tiny, saved, cache):
+    from studio.ui.session import Studio
+
+    lay_out_cache(cache, "me/notes", bank_files(saved / "notes"))
+    lay_out_cache(cache, "me/big", bank_files(saved / "other"))
+    studio = Studio(tiny)
+    committed = studio.banks["notes"].classes
+    with pytest.raises(BankError, match="^the bank hf://me/big 'notes' was trained for facebook/musicgen-small"):
+        studio.load_from_hub("hf://me/big")
+    assert studio.banks["notes"].classes == committed and studio.origins["notes"].startswith("committed")
+    assert studio.load_from_hub("hf://me/notes").classes == ["C", "E", "G"]
+    studio.reload_banks()  # as after training another bank: the Hub's stays
+    assert (
+        studio.banks["notes"].classes == ["C", "E", "G"] and studio.origins["notes"] == "from the Hub (hf://me/notes)"
+    )

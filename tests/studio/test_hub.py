@@ -4,6 +4,7 @@ huggingface_hub is imported), and the refusals: pickles and extra files, another
 malformed id, a cache folder that cannot be written (the online path, in a subprocess that never reaches the network).
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -254,3 +255,38 @@ def test_the_studio_offers_a_hub_bank_over_its_own_and_refuses_a_foreign_one_unc
     assert (
         studio.banks["notes"].classes == ["C", "E", "G"] and studio.origins["notes"] == "from the Hub (hf://me/notes)"
     )
+
+
+@pytest.mark.parametrize(
+    "status, headers, words",
+    [
+        (401, {"X-Error-Code": "RepoNotFound"}, "hf://me/x: no repo me/x on the Hugging Face Hub, or it is private"),
+        (404, {"X-Error-Code": "RepoNotFound"}, "hf://me/x: no repo me/x on the Hugging Face Hub, or it is private"),
+        (403, {"X-Error-Code": "GatedRepo"}, "hf://me/x: the repo me/x is gated"),
+        (403, {}, "hf://me/x: the Hub refused access to me/x (HTTP 403)"),
+        (503, {}, "hf://me/x: the Hugging Face Hub answered HTTP 503"),
+    ],
+)
+def test_the_hubs_refusals_become_one_line_each(tmp_path, status, headers, words):
+    """The Hub's answers as huggingface_hub turns them into its errors (hf_raise_for_status on a real response)."""
+    import httpx2
+    from huggingface_hub.utils import hf_raise_for_status
+
+    request = httpx2.Request("GET", "https://huggingface.co/api/models/me/x")
+    with pytest.raises(Exception) as raised:
+        hf_raise_for_status(httpx2.Response(status, headers=headers, request=request))
+    err = hub._hub_error("hf://me/x", "me/x", tmp_path, raised.value)
+    assert isinstance(err, BankError) and str(err).startswith(words) and "\n" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (errno.ENOSPC, "the disk holding the Hugging Face cache ({cache}) is full"),
+        (errno.EACCES, "no permission to use the Hugging Face cache folder {cache}"),
+        (errno.EROFS, "no permission to use the Hugging Face cache folder {cache}"),
+    ],
+)
+def test_a_full_disk_or_a_forbidden_cache_met_while_fetching_is_one_line(tmp_path, code, words):
+    err = hub._hub_error("hf://me/x", "me/x", tmp_path, OSError(code, os.strerror(code)))
+    assert isinstance(err, BankError) and words.format(cache=tmp_path) in str(err) and "HF_HUB_CACHE" in str(err)

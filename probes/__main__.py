@@ -1,5 +1,6 @@
-"""`python -m probes train|starter|eval|tiny-model ...`: train a ConceptBank for one concept; the starter banks of a
-model; measure steering; rebuild the tiny model. Bad input: exit status 2 and one line."""
+"""`python -m probes train|starter|eval|publish|tiny-model ...`: train a ConceptBank for one concept; the starter banks
+of a model; measure steering; publish a bank on the Hugging Face Hub; rebuild the tiny model. Bad input: exit status 2
+and one line."""
 
 from __future__ import annotations
 
@@ -132,11 +133,38 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--clips-per-class", type=int, default=None, help="a trial build on at most N clips per class (default: all)"
     )
+    publish = sub.add_parser(
+        "publish",
+        help="upload a bank to the Hugging Face Hub with a model card (or --dry-run: write what would be uploaded)",
+    )
+    publish.add_argument(
+        "bank_dir", type=Path, metavar="BANK_DIR", help="the bank folder (bank.json + bank.safetensors)"
+    )
+    publish.add_argument("--repo", required=True, help="the Hub model repo, owner/name (created when new)")
+    publish.add_argument("--subfolder", default=None, help="the folder in the repo for the bank (default: its root)")
+    publish.add_argument(
+        "--dry-run", type=Path, default=None, metavar="OUT_DIR", help="write the folder to OUT_DIR, upload nothing"
+    )
+    publish.add_argument("--private", action="store_true", help="create the repo private (when it is new)")
     return parser
 
 
+def run_publish(args) -> int:
+    """Upload a bank with its model card, or write what would be uploaded (--dry-run) and list it."""
+    from probes.publish import upload, write_dry_run
+
+    if args.dry_run is not None:
+        files = write_dry_run(args.bank_dir, args.repo, args.subfolder, args.dry_run)
+        print(f"wrote {args.dry_run}, the folder that would be uploaded to {args.repo}:")
+        print("\n".join(f"  {name}" for name in files))
+        return 0
+    url = upload(args.bank_dir, args.repo, args.subfolder, args.private)
+    print(f"published {args.bank_dir} to {url}")
+    return 0
+
+
 def run_train(args) -> int:
-    from probes.figures import auc_by_layer_figure, save_figure
+    from probes.figures import auc_by_layer_figure, save_figure, summary_table
     from probes.train import BANDWIDTH_MULTIPLES, TrainOptions, train_concept_bank
     from studio.model import load_model
 
@@ -158,6 +186,7 @@ def run_train(args) -> int:
         hparams=hparams,
     )
     bank = train_concept_bank(loaded, args.concept, options)
+    bank.command = args.command_line  # published with the bank (its model card), so others can make it again
     out = Path(args.out)
     bank.save(out)
     files = save_figure(auc_by_layer_figure(bank), out / "auc_by_layer")
@@ -194,7 +223,6 @@ def run_starter(args) -> int:
             f"(best layer {float(scores.mean(dim=1).max()):.3f}), {origin(item.folder)}"
         )
 
-    command = "python -m probes " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     try:
         build_starter(
             loaded,
@@ -205,7 +233,7 @@ def run_starter(args) -> int:
             device=args.device,
             on_progress=show,
             on_bank=landed,
-            command=command,
+            command=args.command_line,
         )
     except KeyboardInterrupt:
         raise Cancelled("interrupted; the banks made so far are kept: run the same command again to resume") from None
@@ -307,24 +335,20 @@ def _check_against_model(args, loaded, layers: tuple[int, ...] | None, readout: 
         )
 
 
-def summary_table(bank) -> str:
-    """Validation score per trained layer: mean, worst and best class, the readout layer starred."""
-    metric = bank.val_metric.upper()
-    rows = [f"{'layer':>5}  {'mean ' + metric:>9}  {'min':>6}  {'max':>6}"]
-    for layer in bank.layers:  # untrained layers have no score to show
-        scores = bank.val_score[layer]
-        star = "  * readout" if layer == bank.readout_layer else ""
-        rows.append(f"{layer:>5}  {scores.mean():>9.3f}  {scores.min():>6.3f}  {scores.max():>6.3f}{star}")
-    return "\n".join(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-        args.argv = argv
-        commands = {"train": run_train, "eval": run_eval, "starter": run_starter, "tiny-model": run_tiny_model}
-        return commands[args.command](args)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(argv)
+        args.command_line = "python -m probes " + shlex.join(argv)  # as typed, for the bank it makes
+        runs = {
+            "train": run_train,
+            "starter": run_starter,
+            "eval": run_eval,
+            "publish": run_publish,
+            "tiny-model": run_tiny_model,
+        }
+        return runs[args.command](args)
     except StudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -18,9 +18,9 @@ raise the predicted value, and ``val_score`` holds the validation R^2 instead of
 
 On disk a bank is a folder: ``bank.safetensors`` (directions, val_score, eigenvalues, the readout probe's tensors) and
 ``bank.json`` (format version, concept, classes, model signature, pooling, hyper-parameters, dataset, trained layers,
-readout layer, K, tensor shapes and the sha256 of the safetensors file). Saving writes a temporary folder and renames
-it into place, so a good bank is never replaced by a half-written one. Loading verifies checksum, shapes, directions,
-trained layers and the model signature.
+readout layer, K, tensor shapes, the sha256 of the safetensors file and, when recorded, the command that made it).
+Saving writes a temporary folder and renames it into place, so a good bank is never replaced by a half-written one.
+Loading verifies checksum, shapes, directions, trained layers and the model signature.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class ConceptBank:
     eigenvalues: torch.Tensor | None = None  # [L, C, K] float32 AGOP eigenvalues of the directions (M rescaled)
     val_metric: str = "auc"  # "auc", or "r2" for regression concepts
     layers: tuple[int, ...] | None = None  # trained decoder layers, ascending; None: every layer
+    command: str | None = None  # the exact command that made the bank; None when not recorded (older banks)
 
     def __post_init__(self):
         if self.layers is None:
@@ -227,6 +228,8 @@ class ConceptBank:
             "readout": readout_scalars,
             "tensors": {k: list(v.shape) for k, v in tensors.items()},
         }
+        if self.command is not None:  # an optional field: older banks lack it, and read the same (no version bump)
+            meta["command"] = self.command
         try:
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as err:
@@ -275,6 +278,7 @@ class ConceptBank:
                 eigenvalues=tensors.get("eigenvalues"),
                 val_metric=str(meta.get("val_metric", "auc")),
                 layers=_meta_layers(meta),
+                command=None if meta.get("command") is None else str(meta["command"]),
             )
         except (KeyError, TypeError, ValueError, RFMError) as err:
             raise BankError(damaged.format(f"incomplete metadata or tensors: {err!r}")) from None

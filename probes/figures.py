@@ -1,4 +1,5 @@
-"""Figures the probes pipeline writes: a bank's validation score by layer, and writing any figure as HTML and PNG."""
+"""Figures and tables the probes pipeline writes: a bank's validation score by layer (a plot, a text table for the
+terminal and a Markdown table for its model card), and writing any figure as HTML and PNG."""
 
 from __future__ import annotations
 
@@ -38,6 +39,34 @@ def auc_by_layer_figure(bank: ConceptBank) -> go.Figure:
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
     )
     return fig
+
+
+def layer_scores(bank: ConceptBank) -> list[tuple[int, float, float, float]]:
+    """(layer, mean, worst class, best class) validation score of each trained layer; untrained layers have none."""
+    return [
+        (layer, float(scores.mean()), float(scores.min()), float(scores.max()))
+        for layer, scores in ((layer, bank.val_score[layer]) for layer in bank.layers)
+    ]
+
+
+def summary_table(bank: ConceptBank) -> str:
+    """Validation score per trained layer: mean, worst and best class, the readout layer starred."""
+    metric = bank.val_metric.upper()
+    rows = [f"{'layer':>5}  {'mean ' + metric:>9}  {'min':>6}  {'max':>6}"]
+    for layer, mean, low, high in layer_scores(bank):
+        star = "  * readout" if layer == bank.readout_layer else ""
+        rows.append(f"{layer:>5}  {mean:>9.3f}  {low:>6.3f}  {high:>6.3f}{star}")
+    return "\n".join(rows)
+
+
+def markdown_table(bank: ConceptBank) -> str:
+    """The same scores as a Markdown table, the readout layer marked."""
+    metric = "R²" if bank.val_metric == "r2" else "AUC"
+    rows = [f"| layer | mean {metric} | min | max | |", "|---:|---:|---:|---:|:---|"]
+    for layer, mean, low, high in layer_scores(bank):
+        mark = "readout" if layer == bank.readout_layer else ""
+        rows.append(f"| {layer} | {mean:.3f} | {low:.3f} | {high:.3f} | {mark} |")
+    return "\n".join(rows)
 
 
 def save_figure(fig: go.Figure, stem: Path) -> list[Path]:

@@ -11,7 +11,9 @@ the CLI say which folder a bank came from. ``<model>`` is the last part of the m
 
 Where a recipe's banks are (its ``bank`` field): a folder holding one bank folder per concept (``<bank>/notes``), or
 one bank folder; a name that is not a folder is looked up under ``assets/banks/``; null means the model's own
-folders, as above.
+folders, as above. ``hf://owner/repo`` or ``hf://owner/repo/sub/folder`` names a bank (or a folder of bank folders) in
+a Hugging Face Hub repo: studio/hub.py fetches it into the Hugging Face cache, and it is loaded and checked from there
+like any other folder.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from probes.bank import META_FILE, TENSORS_FILE, ConceptBank, train_command
 from studio.errors import BankError
 from studio.fields import fail
 from studio.files import ASSETS, user_home
+from studio.hub import fetch, hub_id_of, is_hub_id
 from studio.model import ModelSignature
 from studio.recipe import Control, Recipe, chosen_layers
 
@@ -47,8 +50,12 @@ def model_banks_roots(model_id: str) -> list[Path]:
 
 
 def origin(folder: Path) -> str:
-    """Where a bank folder is, for people: committed with the studio, built here, or a folder named by hand."""
+    """Where a bank folder is, for people: committed with the studio, built here, from the Hub, or a folder named by
+    hand."""
     folder = Path(folder).resolve()
+    hub_id = hub_id_of(folder)
+    if hub_id is not None:
+        return f"from the Hub ({hub_id})"
     if folder.is_relative_to(BANKS_DIR.resolve()):
         return f"committed with the studio ({folder})"
     if folder.is_relative_to(user_home().resolve()):
@@ -82,6 +89,8 @@ def bank_folder(bank: str | None, model_id: str, concept: str) -> Path:
                 f"one with `{train_command(model_id, concept, roots[0] / concept)}`",
             )
         return folder
+    if is_hub_id(bank):
+        return fetch(bank, concept)
     root = Path(bank).expanduser()
     if not root.is_dir():
         root = BANKS_DIR / bank

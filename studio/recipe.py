@@ -18,7 +18,9 @@ Example (every field but ``version`` and ``seconds`` has a default)::
      "readout": {"concept": "notes", "layer": "best", "window_s": 1.0}}
 
 Field semantics:
-- ``bank``: where the banks are (see studio/banks.py); null means the model's own banks.
+- ``bank``: where the banks are (see studio/banks.py): a folder, a name under assets/banks/, or a Hugging Face Hub
+  repo (``hf://owner/repo`` or ``hf://owner/repo/sub/folder``, fetched and cached by studio/hub.py); null means the
+  model's own banks.
 - ``audio_prompt``: an audio file to continue (any rate and channel count: resampled, and mixed to mono, or kept as
   two channels for a stereo checkpoint). It opens the clip: ``seconds`` is the whole clip's length, the prompt's
   included, and schedules are timed on that whole timeline. Steering adds nothing over the prompt; the readout reads

@@ -22,6 +22,7 @@ LAYERS = [
     ("probes.bank",),  # ... and a concept bank file
     ("studio.schedules", "studio.sampling", "studio.melody"),
     ("studio.recipe",),
+    ("studio.hub",),  # a bank on the Hugging Face Hub -> a folder in its cache, for the banks above
     ("studio.banks",),
     ("studio.plan",),
     ("studio.hooks", "studio.readout", "studio.streaming"),
@@ -29,7 +30,7 @@ LAYERS = [
     # the runtime's top: a recipe in, audio and readout out; a model loaded at its fastest faithful precision
     ("studio.generate", "studio.reference", "studio.precision"),
     ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),
-    ("probes.train", "probes.tinymusic"),
+    ("probes.train", "probes.tinymusic", "probes.publish"),
     ("probes.evaluate",),  # the offline pipeline's top
     ("studio.ui",),  # the page: the runtime and the pipeline's training
     ("studio.cli",),  # entry points

@@ -1,6 +1,6 @@
 """The page's event handlers, top to bottom in the order a visitor meets them: the controls keep the schedule editor and
 the layer plot in step, Generate streams the readout, Stop cancels, a recipe upload restores every control, /render is
-the plain API, and the Concept banks tab shows and trains banks.
+the plain API, and the Concept banks tab shows banks, trains them and loads them from the Hugging Face Hub.
 
 Handlers that need nothing but their inputs are plain functions. The others are methods of `Handlers`, which holds the
 session (`Studio`); bound methods, unlike functools.partial, keep the signatures Gradio reads (gr.Request, gr.Progress
@@ -25,6 +25,7 @@ from probes.figures import auc_by_layer_figure
 from studio.banks import check_for_banks
 from studio.errors import Cancelled, StudioError
 from studio.files import write_json, write_wav
+from studio.hub import SCHEME
 from studio.plan import layer_weights
 from studio.recipe import Recipe, check_for_model, load_recipe
 from studio.ui.plots import layer_weights_figure, readout_figure
@@ -335,16 +336,35 @@ class Handlers:
             bank.save(studio.write_root / concept)
         except StudioError as err:
             return [f"⚠️ Cannot train this bank: {_escape(err.page_message)}"] + _unchanged(2 + MAX_ROWS + 1)
+        studio.hub_folders.pop(concept, None)  # the bank just trained replaces one loaded from the Hub
         studio.reload_banks()
-        choices = studio.concepts
+        return [
+            f"Trained **{concept}** on {bank.dataset.get('n_train', '?')} clips: mean validation AUC "
+            f"{float(bank.trained_val_score.mean()):.3f}, readout at layer {bank.readout_layer}; saved in "
+            f"`{_escape(str(studio.write_root / concept))}`."
+        ] + self._offer(concept)
+
+    def load_hub_bank(self, spec: str) -> list:
+        """Fetch a bank from the Hugging Face Hub (``hf://owner/repo[/folder]``; ``owner/repo`` alone is taken as one)
+        and offer it as a trained one is: returns what `train_bank` returns. A failure says why and changes nothing."""
+        spec = (spec or "").strip()
+        if spec and not spec.startswith(SCHEME):
+            spec = SCHEME + spec
+        try:
+            bank = self.studio.load_from_hub(spec)
+        except StudioError as err:
+            return [f"⚠️ Cannot load this bank: {_escape(err.page_message)}"] + _unchanged(2 + MAX_ROWS + 1)
+        return [
+            f"Loaded **{bank.concept}** ({len(bank.classes)} classes, probes on {bank.describe_layers()}) "
+            f"{_escape(self.studio.origins[bank.concept])}."
+        ] + self._offer(bank.concept)
+
+    def _offer(self, concept: str) -> list:
+        """A new bank everywhere a concept is chosen: the bank picker (showing it), the readout concept, each row's
+        concept and the "+ Add control" button."""
+        choices = self.studio.concepts
         return (
-            [
-                f"Trained **{concept}** on {bank.dataset.get('n_train', '?')} clips: mean validation AUC "
-                f"{float(bank.trained_val_score.mean()):.3f}, readout at layer {bank.readout_layer}; saved in "
-                f"`{_escape(str(studio.write_root / concept))}`.",
-                gr.update(choices=choices, value=concept),
-                gr.update(choices=choices),
-            ]
+            [gr.update(choices=choices, value=concept), gr.update(choices=choices)]
             + [gr.update(choices=choices) for _ in range(MAX_ROWS)]
             + [gr.update(interactive=True)]
         )

@@ -91,6 +91,9 @@ class Banks:
     train_inputs: list[Component]  # concept, instruments, octaves, clip cap
     train: gr.Button
     status: gr.Markdown
+    hub_id: gr.Textbox  # a bank on the Hugging Face Hub, hf://owner/repo[/folder] ...
+    hub_load: gr.Button  # ... loaded by this button
+    hub_status: gr.Markdown
 
 
 def build_app(loaded: LoadedModel, banner: str = "", engine=None, bank_root: Path | None = None) -> gr.Blocks:
@@ -248,7 +251,16 @@ def _banks(studio: Studio) -> Banks:
             ]
         train = gr.Button("Train bank", variant="primary", elem_id="train-bank")
         status = gr.Markdown(elem_id="train-status")
-    return Banks(pick, shown, train_inputs, train, status)
+    with gr.Row(equal_height=True):
+        hub_id = gr.Textbox(
+            label="Load a bank from the Hugging Face Hub",
+            placeholder="hf://owner/repo",
+            scale=4,
+            elem_id="hub-bank-id",
+        )
+        hub_load = gr.Button("Load from the Hub", scale=1, elem_id="hub-bank-load")
+    hub_status = gr.Markdown(elem_id="hub-bank-status")
+    return Banks(pick, shown, train_inputs, train, status, hub_id, hub_load, hub_status)
 
 
 def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, banks: Banks) -> None:
@@ -296,14 +308,20 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     # the Concept banks tab
     banks.pick.change(on.show_bank, banks.pick, banks.shown, queue=False)
     app.load(on.show_bank, banks.pick, banks.shown, queue=False)
+    offered = [banks.pick, form["readout"]] + controls.row_widgets("concept") + [controls.add]  # where a new bank goes
     banks.train.click(
         on.train_bank,
         banks.train_inputs,
-        [banks.status, banks.pick, form["readout"]] + controls.row_widgets("concept") + [controls.add],
+        [banks.status] + offered,
         concurrency_limit=1,
         concurrency_id="gpu",
         api_visibility="private",
     )
+    # fetching waits on the network, not the GPU: its own queue, one at a time
+    for event in (banks.hub_load.click, banks.hub_id.submit):
+        event(
+            on.load_hub_bank, banks.hub_id, [banks.hub_status] + offered, concurrency_limit=1, api_visibility="private"
+        )
 
 
 def serve(model: str, device: str | None, host: str, port: int, engine=None, precision: str = "auto") -> None:

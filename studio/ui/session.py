@@ -1,5 +1,6 @@
-"""The studio's session state: the resident model, its concept banks, the decode engine and the cancel switches of the
-generations running for the page's visitors; and loading the model with the tiny model as a fallback."""
+"""The studio's session state: the resident model, its concept banks (its folders', and those loaded from the Hub on
+the page), the decode engine and the cancel switches of the generations running for the page's visitors; and loading
+the model with the tiny model as a fallback."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.bank import ConceptBank
-from studio.banks import find_all, load_all, model_banks_roots, origin, user_banks_root
+from studio.banks import check_model, find_all, load_all, load_bank, model_banks_roots, origin, user_banks_root
 from studio.decode import warm_up
 from studio.errors import ModelLoadError
 from studio.generate import StepEvent, decoder_steps, generate
+from studio.hub import fetch
 from studio.model import TINY, LoadedModel
 from studio.precision import AUTO, load
 from studio.recipe import Recipe, parse_recipe
@@ -90,6 +92,7 @@ class Studio:
         self.roots = [self.custom_root] if self.custom_root else model_banks_roots(loaded.model_id)
         self.write_root = self.custom_root or user_banks_root(loaded.model_id)
         self.banks: dict[str, ConceptBank] = {}
+        self.hub_folders: dict[str, Path] = {}  # concept -> its bank fetched from the Hub on the page, this session
         self.cancels: dict[str, _Switch] = {}
         self.steps_per_second: float | None = None  # the rate the last generation here ran at
         self.reload_banks()
@@ -97,6 +100,18 @@ class Studio:
     def reload_banks(self) -> None:
         self.banks = load_all(self.roots, self.loaded)
         self.origins = {concept: origin(folder) for concept, folder in find_all(self.roots).items()}
+        for concept, folder in self.hub_folders.items():  # asked for by name: they win over the folders' banks
+            self.banks[concept], self.origins[concept] = load_bank(folder), origin(folder)
+
+    def load_from_hub(self, spec: str) -> ConceptBank:
+        """Fetch the bank `spec` names (``hf://owner/repo[/folder]``, studio/hub.py), check it against the loaded
+        model and offer it beside the others; BankError (one line) for anything that stops it, nothing changed."""
+        folder = fetch(spec)
+        bank = load_bank(folder)
+        check_model(bank, self.loaded.signature, where=f"the bank {spec}")
+        self.hub_folders[bank.concept] = folder
+        self.reload_banks()
+        return bank
 
     @property
     def concepts(self) -> list[str]:

@@ -52,6 +52,8 @@ def test_train_writes_a_loadable_bank_with_plots_and_a_summary(tiny, tmp_path):
     assert (out / "auc_by_layer.html").exists() and (out / "auc_by_layer.png").stat().st_size > 10_000
     assert "* readout" in run.stdout and run.stdout.count("\n") >= 6  # header + 4 layers + saved line
     assert bank.dataset["n_train"] + bank.dataset["n_val"] == 48
+    # the command as typed, for the model card when the bank is published
+    assert bank.command == f"python -m probes {TRAIN_NOTES} --out {out} --cache-dir {tmp_path / 'acts'}"
 
 
 @pytest.mark.parametrize(

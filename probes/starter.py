@@ -252,8 +252,7 @@ def build_starter(
             before = done
             bank = train_concept_bank(loaded, plan.concept, options)
             bank.dataset["starter"] = {"rung": plan.rung, "per_class": per_class, "minutes": minutes}
-            if command is not None:
-                bank.dataset["command"] = command
+            bank.command = command
             folder = root / plan.concept
             bank.save(folder)
             advance(max(0.0, before + plan.total_seconds - done), f"{plan.concept}: saved")  # stages cut short

@@ -71,7 +71,7 @@ def test_the_cli_builds_notes_chords_and_tempos_that_load_and_steer(tiny, tmp_pa
         assert f"{concept}: made" in out and "built here" in out
         assert (banks_of(tmp_path) / concept / "auc_by_layer.png").is_file()
         assert bank.dataset["starter"]["per_class"] == 3
-        assert bank.dataset["command"].startswith("python -m probes starter --model tiny")
+        assert bank.command == "python -m probes starter --model tiny --clips-per-class 3"
     assert ConceptBank.load(banks_of(tmp_path) / "tempos").val_metric == "r2"
     assert "min left" in err  # the progress bar with its estimate
 

@@ -196,7 +196,6 @@ def run_train(args) -> int:
 
 
 def run_starter(args) -> int:
-    from probes.figures import auc_by_layer_figure, save_figure
     from probes.starter import build_starter
     from studio.banks import origin
     from studio.model import load_model
@@ -214,8 +213,6 @@ def run_starter(args) -> int:
         bar.update(0)  # redraws at most every 0.1 s
 
     def landed(item) -> None:
-        if item.made:
-            save_figure(auc_by_layer_figure(item.bank), item.folder / "auc_by_layer")
         scores = item.bank.trained_val_score
         how = "made" if item.made else "kept"
         bar.write(

@@ -105,7 +105,9 @@ def extract_activations(
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 audio = torch.from_numpy(np.stack([np.asarray(clips[i], dtype=np.float32) for i in chunk]))
-                for p, states in layer_states(loaded, audio, poolings).items():
+                with loaded.lock:  # batch by batch: a page may generate between two batches, never during one
+                    pooled = layer_states(loaded, audio, poolings)
+                for p, states in pooled.items():
                     out[p][chunk] = states
                 bar.update(len(chunk))
                 if on_done is not None:

@@ -32,6 +32,7 @@ import torch
 
 from probes.activations import layer_states
 from probes.bank import ConceptBank
+from probes.figures import auc_by_layer_figure, save_figure
 from probes.rfm import DEFAULT_HPARAMS, fit_rfm_layers
 from probes.syntheory import CLIP_SECONDS, TEN_FAMILIES, get_concept, list_samples, render
 from probes.syntheory.renderer import cache_paths
@@ -114,8 +115,9 @@ def measure_rates(loaded: LoadedModel, device: str | None = None) -> StageRates:
         render_rate = len(samples) / (time.perf_counter() - start)
 
     silence = torch.zeros(_CALIBRATION_CLIPS, int(CLIP_SECONDS * loaded.sample_rate))
-    layer_states(loaded, silence[:1])  # the first call pays for kernels and caches
-    activation_rate = _CALIBRATION_CLIPS / min(_seconds(layer_states, loaded, silence) for _ in range(2))
+    with loaded.lock:  # a page may be generating
+        layer_states(loaded, silence[:1])  # the first call pays for kernels and caches
+        activation_rate = _CALIBRATION_CLIPS / min(_seconds(layer_states, loaded, silence) for _ in range(2))
 
     rng = np.random.default_rng(0)
     acts = torch.from_numpy(rng.standard_normal((1, _CALIBRATION_N, loaded.hidden_size), dtype=np.float32))
@@ -255,6 +257,7 @@ def build_starter(
             bank.command = command
             folder = root / plan.concept
             bank.save(folder)
+            save_figure(auc_by_layer_figure(bank), folder / "auc_by_layer")
             advance(max(0.0, before + plan.total_seconds - done), f"{plan.concept}: saved")  # stages cut short
             made = Landed(plan.concept, folder, bank, made=True)
             landed[concepts.index(plan.concept)] = made

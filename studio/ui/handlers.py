@@ -331,8 +331,7 @@ class Handlers:
             max_per_class=int(cap) if cap else None,
         )
         try:
-            with studio.loaded.lock:  # its forward passes must not meet another request's steering hooks
-                bank = train_concept_bank(studio.loaded, concept, options)
+            bank = train_concept_bank(studio.loaded, concept, options)  # holds the model's lock batch by batch
             bank.save(studio.write_root / concept)
         except StudioError as err:
             return [f"⚠️ Cannot train this bank: {_escape(err.page_message)}"] + _unchanged(2 + MAX_ROWS + 1)
@@ -359,15 +358,67 @@ class Handlers:
             f"{_escape(self.studio.origins[bank.concept])}."
         ] + self._offer(bank.concept)
 
-    def _offer(self, concept: str) -> list:
+    # ---- the starter banks, for a model that has none (studio/ui/layout.py's panel on the Steer tab)
+
+    def build_starter(self, rows_shown: int):
+        """Start the starter build (or join the one running) and follow it; see `follow_starter`."""
+        self.studio.start_starter()
+        yield from self.follow_starter(rows_shown)
+
+    def follow_starter(self, rows_shown: int):
+        """While a starter build runs, every half second: its progress, and each bank offered as it lands, the first one
+        filling in the first control row. Yields the panel (hidden on a page opened after a successful build), its
+        status and button, the shown-row count, the first row's box and what `_offer` returns; no change when no build
+        was started (a page opened on a model with banks)."""
+        build = self.studio.starter
+        if build is None:
+            yield _unchanged(5 + 2 + MAX_ROWS + 1)  # a generator that yields nothing would blank its outputs
+            return
+        late = build.done.is_set() and build.error is None
+        offered: list[str] = []
+        while True:
+            finished = build.done.wait(0.5)
+            new = [concept for concept in build.landed if concept not in offered]
+            offered += new
+            fill = bool(new) and rows_shown == 0  # the first bank of a page that had none: show a control on it
+            first = self.studio.concepts[0] if self.studio.concepts else None
+            if fill:
+                rows_shown = 1
+            row = [rows_shown, gr.update(visible=True) if fill else gr.update()]
+            chosen = self._offer(first, fill) if new else _unchanged(2 + MAX_ROWS + 1)
+            panel = [gr.update(visible=not late), _starter_status(build)]
+            yield panel + [gr.update(interactive=finished and build.error is not None)] + row + chosen
+            if finished:
+                return
+
+    def _offer(self, concept: str, fill: bool = False) -> list:
         """A new bank everywhere a concept is chosen: the bank picker (showing it), the readout concept, each row's
-        concept and the "+ Add control" button."""
+        concept and the "+ Add control" button; with `fill`, the readout and the first row choose it too."""
         choices = self.studio.concepts
+        chosen = {"value": concept} if fill else {}
         return (
-            [gr.update(choices=choices, value=concept), gr.update(choices=choices)]
-            + [gr.update(choices=choices) for _ in range(MAX_ROWS)]
+            [gr.update(choices=choices, value=concept), gr.update(choices=choices, **chosen)]
+            + [gr.update(choices=choices, **(chosen if i == 0 else {})) for i in range(MAX_ROWS)]
             + [gr.update(interactive=True)]
         )
+
+
+def _starter_status(build) -> str:
+    """The starter build's progress as a bar with the time left, then what has landed, or what stopped it."""
+    if build.error is not None:
+        return f"⚠️ The starter banks could not be built: {_escape(build.error)}"
+    landed = f" Ready: **{', '.join(build.landed)}**." if build.landed else ""
+    if build.done.is_set():
+        return f"Starter banks built.{landed} Choose a concept in the controls below."
+    progress = build.progress
+    if progress is None:
+        return "Timing this machine's stages to choose the clips…"
+    filled = round(progress.fraction * 20)
+    bar = "█" * filled + "░" * (20 - filled)
+    return (
+        f"`{bar}` {progress.fraction:.0%} · {_escape(progress.message)} · about "
+        f"{max(progress.seconds_left / 60, 0.1):.1f} min left.{landed}"
+    )
 
 
 def _words(text: str) -> list | None:

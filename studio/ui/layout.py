@@ -7,6 +7,7 @@ tab: the banks (score by layer) and training a new one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from studio.model import LoadedModel
 from studio.recipe import CFG_MODES, LAYER_MODES
 from studio.ui.handlers import Handlers, add_row, continue_this, dice, follow_prompt, retarget
 from studio.ui.schedule_editor import ScheduleEditor
-from studio.ui.session import Studio, load_with_fallback
+from studio.ui.session import ZERO_GPU, Studio, load_with_fallback
 from studio.ui.widgets import (
     DEFAULT_GATE_P,
     DEFAULT_STRENGTH,
@@ -55,6 +56,9 @@ class Controls:
     dice: gr.Button
     add: gr.Button
     layer_plot: gr.Plot
+    starter_panel: gr.Group  # shown on a model without banks: ...
+    starter_button: gr.Button  # ... build the starter banks ...
+    starter_status: gr.Markdown  # ... and their progress
 
     def row_widgets(self, *fields: str) -> list[Component]:
         """The rows' widgets of these widgets.ROW_FIELDS, row by row."""
@@ -100,6 +104,8 @@ def build_app(loaded: LoadedModel, banner: str = "", engine=None, bank_root: Pat
     """The studio's page for `loaded`, with the banks under `bank_root` (default: the model's own folders, see
     studio/banks.py). `engine` is the decode loop (None: the default)."""
     studio = Studio(loaded, engine, bank_root)
+    if not studio.banks and os.environ.get("SPACE_ID") and loaded.device.type == "cuda" and not ZERO_GPU:
+        studio.start_starter()  # a Space with its own GPU builds the starter banks by itself; visitors' pages follow
     with gr.Blocks(title="MusicRFM Studio") as app:
         gr.Markdown(
             f"# MusicRFM Studio\nSteer **{loaded.model_id}** ({loaded.num_layers} decoder layers, "
@@ -182,11 +188,10 @@ def _controls(studio: Studio) -> Controls:
         row_boxes.append(box)
     rows_shown = gr.State(1 if first else 0)
     add = gr.Button("+ Add control", size="sm", interactive=bool(first), elem_id="add-control")
-    if not concepts:
-        gr.Markdown(
-            f"No concept banks for this model yet: train one in the **Concept banks** tab "
-            f"(it is saved in `{studio.write_root}`)."
-        )
+    with gr.Group(visible=not concepts, elem_id="starter-panel") as starter_panel:
+        gr.Markdown(_starter_invitation(studio) if not concepts else "")
+        starter_button = gr.Button("Build the starter banks", variant="primary", elem_id="build-starter")
+        starter_status = gr.Markdown(elem_id="starter-status")
     with gr.Accordion("Schedule over time", open=True):
         names = [control_name(first, form["class0"].value)] if first else []
         form["schedule"] = ScheduleEditor(
@@ -210,7 +215,19 @@ def _controls(studio: Studio) -> Controls:
         )
         layer_plot = gr.Plot(label="Layer weights")
     form["readout"] = gr.Dropdown(concepts, value=first, label="Probe readout concept")
-    return Controls(form, row_boxes, rows_shown, dice, add, layer_plot)
+    return Controls(form, row_boxes, rows_shown, dice, add, layer_plot, starter_panel, starter_button, starter_status)
+
+
+def _starter_invitation(studio: Studio) -> str:
+    """The panel's words: what is missing, what the button does and about how long it takes on this machine."""
+    where = "GPU" if studio.loaded.device.type == "cuda" else "CPU"
+    name = studio.loaded.model_id.rstrip("/").split("/")[-1]
+    return (
+        f"**No concept banks for {name} yet:** build the starter banks (notes, chords and tempos), about "
+        f"{max(studio.starter_minutes(), 0.1):.1f} minutes on this {where}. The page stays usable meanwhile, and each "
+        f"concept joins the controls as its bank lands (saved in `{studio.write_root}`). Or train one bank in the "
+        f"**Concept banks** tab, or load one from the Hugging Face Hub there."
+    )
 
 
 def _results() -> Results:
@@ -317,6 +334,19 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
         concurrency_id="gpu",
         api_visibility="private",
     )
+    # the starter banks: the button starts the build, and every page follows it (one opened mid-build too); following
+    # only waits, so any number of pages may, and the build itself runs in the studio's thread
+    starter = dict(
+        inputs=controls.rows_shown,
+        outputs=[controls.starter_panel, controls.starter_status, controls.starter_button, controls.rows_shown]
+        + [controls.row_boxes[0]]
+        + offered,
+        concurrency_limit=None,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    controls.starter_button.click(on.build_starter, **starter)
+    app.load(on.follow_starter, **starter)
     # fetching waits on the network, not the GPU: its own queue, one at a time
     for event in (banks.hub_load.click, banks.hub_id.submit):
         event(

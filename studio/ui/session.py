@@ -15,7 +15,7 @@ from pathlib import Path
 from probes.bank import ConceptBank
 from studio.banks import check_model, find_all, load_all, load_bank, model_banks_roots, origin, user_banks_root
 from studio.decode import warm_up
-from studio.errors import ModelLoadError
+from studio.errors import ModelLoadError, StudioError
 from studio.generate import StepEvent, decoder_steps, generate
 from studio.hub import fetch
 from studio.model import TINY, LoadedModel
@@ -72,6 +72,16 @@ def on_gpu(fn, duration):
 
 
 @dataclass
+class StarterBuild:
+    """The starter banks being built for this studio (probes/starter.py), shared by every visitor's page."""
+
+    progress: object | None = None  # probes.starter.Progress, the latest
+    landed: list[str] = field(default_factory=list)  # concepts whose bank is in, in order
+    error: str | None = None  # what stopped it, for the page
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class _Switch:
     """A visitor's stop switch, shared by their runs waiting in the queue or running (`runs` of them)."""
 
@@ -95,6 +105,9 @@ class Studio:
         self.hub_folders: dict[str, Path] = {}  # concept -> its bank fetched from the Hub on the page, this session
         self.cancels: dict[str, _Switch] = {}
         self.steps_per_second: float | None = None  # the rate the last generation here ran at
+        self.starter: StarterBuild | None = None
+        self._starter_lock = threading.Lock()
+        self._starter_minutes: float | None = None
         self.reload_banks()
 
     def reload_banks(self) -> None:
@@ -112,6 +125,50 @@ class Studio:
         self.hub_folders[bank.concept] = folder
         self.reload_banks()
         return bank
+
+    def starter_minutes(self) -> float:
+        """About how long the starter banks take here: this machine's stages timed on a little work (seconds), then
+        projected (probes/starter.py); measured once."""
+        if self._starter_minutes is None:
+            from probes.starter import DEFAULT_MINUTES, measure_rates, plan_starter
+
+            rates = measure_rates(self.loaded)
+            plans = plan_starter(rates, self.loaded.num_layers, DEFAULT_MINUTES)
+            self._starter_minutes = sum(plan.total_seconds for plan in plans) / 60
+        return self._starter_minutes
+
+    def start_starter(self) -> StarterBuild:
+        """Start building the starter banks into the studio's bank folder, in a thread (unless a build is running or
+        has succeeded); each bank joins the studio's as it lands. The build holds the model's lock batch by batch, so
+        visitors can generate meanwhile."""
+        with self._starter_lock:
+            if self.starter is None or self.starter.error is not None:
+                self.starter = StarterBuild()
+                threading.Thread(target=self._build_starter, args=(self.starter,), daemon=True, name="starter").start()
+            return self.starter
+
+    def _build_starter(self, build: StarterBuild) -> None:
+        from probes.starter import build_starter
+
+        def landed(item) -> None:
+            self.reload_banks()
+            build.landed.append(item.concept)
+
+        try:
+            build_starter(
+                self.loaded,
+                self.write_root,
+                on_progress=lambda progress: setattr(build, "progress", progress),
+                on_bank=landed,
+                command=f"python -m probes starter --model {self.loaded.model_id}",
+            )
+        except StudioError as err:
+            build.error = err.page_message
+        except Exception as err:  # shown on the page: the studio keeps serving
+            log.exception("the starter build failed")
+            build.error = f"the build failed unexpectedly ({type(err).__name__}: {err}); see the server's log"
+        finally:
+            build.done.set()
 
     @property
     def concepts(self) -> list[str]:

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     starter.add_argument("--model", default="tiny", help="hub id, save_pretrained folder or 'tiny'")
     starter.add_argument(
-        "--minutes", type=float, default=DEFAULT_MINUTES, help="the time budget the subset is chosen for (default: 3)"
+        "--minutes", type=float, default=DEFAULT_MINUTES, help="the time budget the subset is chosen for (default: 5)"
     )
     starter.add_argument(
         "--clips-per-class",

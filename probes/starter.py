@@ -1,6 +1,6 @@
 """Starter banks: notes, chords and tempos for any MusicGen within minutes, from a SynTheory subset sized to a budget.
 
-    build_starter(loaded, minutes=3)   # or: python -m probes starter --model facebook/musicgen-small
+    build_starter(loaded, minutes=5)   # or: python -m probes starter --model facebook/musicgen-small
 
 Each concept has a ladder of subsets, smallest first (fewer clips per class of ten instruments of distinct families,
 see ``STARTER``). The build measures this machine's speed of each stage on a few real clips (``measure_rates``),
@@ -71,7 +71,7 @@ STARTER: dict[str, Subset] = {
     "chords": Subset(caps=(30, 60, 120)),
     "tempos": Subset(caps=(200, 400, 800), instruments=None, bands=8),  # 8 bands of 20 BPM
 }
-DEFAULT_MINUTES = 3.0
+DEFAULT_MINUTES = 5.0  # the largest subsets fit it on a GPU, and on a 2-core CPU for the tiny model
 _CALIBRATION_CLIPS = 8
 _CALIBRATION_N = 128  # training points of the probe fit that is timed
 
@@ -252,12 +252,19 @@ def build_starter(
                 on_done=lambda stage, n, c=plan.concept, u=unit: advance(n * u[stage], f"{c}: {stage}"),
             )
             before = done
-            bank = train_concept_bank(loaded, plan.concept, options)
-            bank.dataset["starter"] = {"rung": plan.rung, "per_class": per_class, "minutes": minutes}
-            bank.command = command
             folder = root / plan.concept
-            bank.save(folder)
-            save_figure(auc_by_layer_figure(bank), folder / "auc_by_layer")
+            try:
+                bank = train_concept_bank(loaded, plan.concept, options)
+                bank.dataset["starter"] = {"rung": plan.rung, "per_class": per_class, "minutes": minutes}
+                bank.command = command
+                bank.save(folder)
+                save_figure(auc_by_layer_figure(bank), folder / "auc_by_layer")
+            except OSError as err:  # a full disk or a cache folder it may not write: clips, activations or the bank
+                where = f" ({err.filename})" if err.filename else ""
+                raise BankError(
+                    f"the {plan.concept} starter bank could not be built: {err.strerror or err}{where}; the banks "
+                    f"made so far are kept, and rerunning resumes"
+                ) from None
             advance(max(0.0, before + plan.total_seconds - done), f"{plan.concept}: saved")  # stages cut short
             made = Landed(plan.concept, folder, bank, made=True)
             landed[concepts.index(plan.concept)] = made

@@ -17,7 +17,7 @@ def test_gpu_script_runs_every_step_and_writes_one_summary(tmp_path):
     assert run.returncode == 0, run.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["mode"] == "smoke" and summary["environment"]["torch"].startswith("2.13")
-    assert set(summary["steps"]) == {"tests", "generate", "probes"}  # no bench/starter.py yet
+    assert set(summary["steps"]) == {"tests", "generate", "probes", "starter"}
     assert all(step["exit_status"] == 0 for step in summary["steps"].values()), summary["steps"]
     tests = summary["tests"]
     assert tests["tests"] >= 5 and tests["skipped"] == tests["tests"]  # the GPU tests, skipped without a GPU
@@ -27,4 +27,7 @@ def test_gpu_script_runs_every_step_and_writes_one_summary(tmp_path):
     assert tiny["greedy_agreement"] == {"equal": 1.0, "first_differing_step": None}  # on the CPU, token for token
     shared = summary["probes"]["vs_xrfm"]["ours shared"]
     assert shared["speedup"] > 0 and shared["min_top_direction_cos"] <= 1.0
+    tiny_starter = summary["starter"]["shapes"]["tiny"]
+    assert min(tiny_starter["rates"].values()) > 0 and tiny_starter["largest_seconds"] > 0
+    assert set(tiny_starter["largest"]) == {"notes", "chords", "tempos"}
     assert summary["targets"] == []  # the targets are for the full sizes on a GPU

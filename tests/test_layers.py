@@ -31,6 +31,7 @@ LAYERS = [
     ("studio.generate", "studio.reference", "studio.precision"),
     ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),
     ("probes.train", "probes.tinymusic", "probes.publish"),
+    ("probes.starter",),  # starter banks: train's pipeline, sized to a budget
     ("probes.evaluate",),  # the offline pipeline's top
     ("studio.ui",),  # the page: the runtime and the pipeline's training
     ("studio.cli",),  # entry points

@@ -15,6 +15,7 @@ import gradio as gr
 from gradio.components import Component
 
 from probes.syntheory import CONCEPTS
+from studio.errors import StudioError
 from studio.model import LoadedModel
 from studio.recipe import CFG_MODES, LAYER_MODES
 from studio.ui.handlers import Handlers, add_row, continue_this, dice, follow_prompt, retarget
@@ -190,7 +191,9 @@ def _controls(studio: Studio) -> Controls:
     add = gr.Button("+ Add control", size="sm", interactive=bool(first), elem_id="add-control")
     with gr.Group(visible=not concepts, elem_id="starter-panel") as starter_panel:
         gr.Markdown(_starter_invitation(studio) if not concepts else "")
-        starter_button = gr.Button("Build the starter banks", variant="primary", elem_id="build-starter")
+        starter_button = gr.Button(
+            "Build the starter banks", variant="primary", visible=not ZERO_GPU, elem_id="build-starter"
+        )
         starter_status = gr.Markdown(elem_id="starter-status")
     with gr.Accordion("Schedule over time", open=True):
         names = [control_name(first, form["class0"].value)] if first else []
@@ -220,11 +223,21 @@ def _controls(studio: Studio) -> Controls:
 
 def _starter_invitation(studio: Studio) -> str:
     """The panel's words: what is missing, what the button does and about how long it takes on this machine."""
+    if ZERO_GPU:  # the GPU exists only inside a request: a build of minutes does not fit one
+        return (
+            f"**No concept banks for {studio.loaded.model_id} yet.** On ZeroGPU they cannot be built here: build them "
+            f"on a machine with a GPU (`python -m probes starter --model {studio.loaded.model_id}`), publish them "
+            f"(`python -m probes publish`) and load them in the **Concept banks** tab with their `hf://` id."
+        )
     where = "GPU" if studio.loaded.device.type == "cuda" else "CPU"
     name = studio.loaded.model_id.rstrip("/").split("/")[-1]
+    try:
+        estimate = f"about {max(studio.starter_minutes(), 0.1):.1f} minutes on this {where}"
+    except StudioError as err:  # fluidsynth or the soundfont missing: the button will say so again, in place
+        estimate = f"which cannot be timed here: {err.page_message}"
     return (
-        f"**No concept banks for {name} yet:** build the starter banks (notes, chords and tempos), about "
-        f"{max(studio.starter_minutes(), 0.1):.1f} minutes on this {where}. The page stays usable meanwhile, and each "
+        f"**No concept banks for {name} yet:** build the starter banks (notes, chords and tempos), {estimate}. "
+        f"The page stays usable meanwhile, and each "
         f"concept joins the controls as its bank lands (saved in `{studio.write_root}`). Or train one bank in the "
         f"**Concept banks** tab, or load one from the Hugging Face Hub there."
     )

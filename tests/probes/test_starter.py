@@ -138,3 +138,25 @@ def test_a_bank_folder_that_cannot_be_made_is_one_line_and_nothing_is_written(tm
     code, _, err = finish(starter(tmp_path, *QUICK, "--out", str(blocker / "banks")))
     assert code == 2, err
     assert err.strip().splitlines()[-1].startswith(f"error: cannot create the bank folder {blocker / 'banks'}")
+
+
+def test_a_full_disk_while_building_is_one_line_and_what_was_made_is_kept(tiny, tmp_path, monkeypatch):
+    import errno
+
+    from probes import starter as module
+    from studio.errors import BankError
+
+    made = []
+
+    def train(loaded, concept, options):
+        if made:  # the second concept meets a full disk, as writing its clips or activations would
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "acts.safetensors"))
+        made.append(concept)
+        return real_train(loaded, concept, options)
+
+    real_train = module.train_concept_bank
+    monkeypatch.setattr(module, "train_concept_bank", train)
+    with pytest.raises(BankError, match=r"^the chords starter bank could not be built: No space left on device \("):
+        module.build_starter(tiny, tmp_path / "banks", concepts=("notes", "chords"), per_class=3)
+    ConceptBank.load(tmp_path / "banks" / "notes")
+    assert sorted(p.name for p in (tmp_path / "banks").iterdir() if not p.name.startswith(".")) == ["notes"]

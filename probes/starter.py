@@ -298,13 +298,25 @@ def _recorded_or_new_plan(
         earlier = json.loads(record.read_text())
     except (OSError, ValueError):
         earlier = None
-    if isinstance(earlier, dict) and earlier.get("key") == key and isinstance(earlier.get("rates"), dict):
-        rates, rung = StageRates(**earlier["rates"]), int(earlier["rung"])
-        plans = [plan_concept(c, rung, rates, loaded.num_layers, per_class) for c in concepts]
-    else:
+    plans = None
+    if isinstance(earlier, dict) and earlier.get("key") == key:
+        try:
+            rates, rung = StageRates(**earlier["rates"]), int(earlier["rung"])
+            plans = [plan_concept(c, rung, rates, loaded.num_layers, per_class) for c in concepts]
+        except (KeyError, TypeError, ValueError):  # a damaged record: choose again
+            plans = None
+    if plans is None:
         rates = measure_rates(loaded, device)
         plans = plan_starter(rates, loaded.num_layers, minutes, tuple(concepts), per_class)
         write_json(record, {"key": key, "rates": asdict(rates), "rung": plans[0].rung})
+        projected = sum(p.total_seconds for p in plans) / 60
+        if per_class is None and projected > minutes:
+            log.warning(
+                "even the smallest starter subsets take about %.0f minutes on this machine, more than the %g-minute "
+                "budget; building them anyway (a GPU makes it minutes)",
+                projected,
+                minutes,
+            )
     log.info(
         "starter banks for %s: %s; about %.1f minutes (render %.1f clips/s, activations %.1f clips/s, "
         "%.1f probe fits/s)",

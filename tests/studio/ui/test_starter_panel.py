@@ -67,3 +67,18 @@ def test_browser_builds_the_starter_banks_and_the_controls_fill_in(tiny, bare_se
         expect(other.locator("#control-concept-0 input")).to_have_value("notes", timeout=30000)
         expect(other.locator("#starter-panel").first).to_be_hidden()
         browser.close()
+
+
+def test_a_build_that_cannot_write_its_folder_says_why_and_the_button_retries(tiny, tmp_path):
+    from studio.ui.handlers import Handlers
+    from studio.ui.session import Studio
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    studio = Studio(tiny, bank_root=blocker / "banks")
+    build = studio.start_starter()
+    assert build.done.wait(60) and build.error.startswith(f"cannot create the bank folder {blocker / 'banks'}")
+    panel, status, button = list(Handlers(studio).follow_starter(rows_shown=0))[-1][:3]
+    assert panel["visible"] is True and status.startswith("⚠️ The starter banks could not be built: cannot create")
+    assert button["interactive"] is True  # pressing it again starts a new build
+    assert studio.start_starter() is not build

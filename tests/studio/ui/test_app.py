@@ -42,6 +42,18 @@ RECIPE = {
 }
 
 
+def choose(page, elem_id: str, value: str) -> None:
+    """Pick `value` in the Gradio dropdown `elem_id` by clicking its option, and wait until the dropdown shows it:
+    typing the value and pressing Enter can lose the choice when the page is busy (a CI run once trained the
+    default concept instead)."""
+    from playwright.sync_api import expect
+
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    page.locator(f'#{elem_id} [role="option"][aria-label="{value}"]').click()
+    expect(box).to_have_value(value)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,10 +145,8 @@ def test_browser_two_controls_crossfade_generate(server, tmp_path, width, height
         expect(page.locator("#model-banner")).to_contain_text("tiny")
         # a second control: notes G next to notes C
         page.locator("#add-control").click()
-        second_class = page.locator("#control-class-1 input")
-        expect(second_class).to_be_visible()
-        second_class.fill("G")
-        second_class.press("Enter")
+        expect(page.locator("#control-class-1 input")).to_be_visible()
+        choose(page, "control-class-1", "G")
         editor = page.locator("#schedule")
         expect(editor.get_by_text("notes: G").first).to_be_visible(timeout=15000)
         # draw: select the first curve, pull its end point down, then crossfade into the second
@@ -381,18 +391,14 @@ def test_browser_trains_a_bank_that_the_controls_can_use(tiny, tmp_path, chromiu
             page.goto(f"http://127.0.0.1:{port}/")
             page.get_by_role("tab", name="Concept banks").click()
             page.get_by_text("Train a bank").click()
-            concept = page.locator("#train-concept input")
-            concept.fill("intervals")
-            concept.press("Enter")
+            choose(page, "train-concept", "intervals")
             page.locator("#train-instruments textarea, #train-instruments input").first.fill("0")
             page.locator("#train-bank").click()
             expect(page.locator("#train-status")).to_contain_text("Trained intervals", timeout=240000)
             bank = load_all([root], tiny)["intervals"]  # saved, and loads as a bank for this model
             assert bank.concept == "intervals" and len(bank.classes) == 12 and bank.num_components >= 4
             page.get_by_role("tab", name="Steer").click()
-            first = page.locator("#control-concept-0 input")
-            first.fill("intervals")
-            first.press("Enter")
+            choose(page, "control-concept-0", "intervals")
             expect(page.locator("#control-class-0 input")).to_have_value(bank.classes[0], timeout=10000)
             browser.close()
     finally:

@@ -5,7 +5,7 @@ import pytest
 
 from bench.workloads import random_bank
 from tests.studio.test_hub import OTHER_MODEL, bank_files, lay_out_cache
-from tests.studio.ui.test_app import server  # noqa: F401 (fixture: the studio on the tiny model)
+from tests.studio.ui.test_app import choose, server  # noqa: F401 (server: the studio on the tiny model)
 
 
 @pytest.fixture
@@ -48,8 +48,6 @@ def test_browser_loads_a_bank_from_the_hub_and_refuses_bad_ones_in_place(server,
         expect(status).to_contain_text("from the Hub (hf://me/scales)")
         expect(page.locator("body")).to_contain_text("From: from the Hub (hf://me/scales)")  # the bank's summary
         page.get_by_role("tab", name="Steer").click()
-        first = page.locator("#control-concept-0 input")
-        first.fill("scales")
-        first.press("Enter")
+        choose(page, "control-concept-0", "scales")
         expect(page.locator("#control-class-0 input")).to_have_value("major", timeout=10000)
         browser.close()

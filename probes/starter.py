@@ -110,28 +110,25 @@ def measure_rates(loaded: LoadedModel, device: str | None = None) -> StageRates:
     workers = 2 * (os.cpu_count() or 1)  # render()'s default
     samples = list_samples("notes", instruments=TEN_FAMILIES, octaves=[4])[:workers]
     with tempfile.TemporaryDirectory(prefix="musicrfm-rates-") as scratch:
-        start = time.perf_counter()
-        render(samples, cache_dir=scratch, progress=False)
-        render_rate = len(samples) / (time.perf_counter() - start)
+        render_rate = len(samples) / _seconds(lambda: render(samples, cache_dir=scratch, progress=False))
 
     silence = torch.zeros(_CALIBRATION_CLIPS, int(CLIP_SECONDS * loaded.sample_rate))
     with loaded.lock:  # a page may be generating
         layer_states(loaded, silence[:1])  # the first call pays for kernels and caches
-        activation_rate = _CALIBRATION_CLIPS / min(_seconds(layer_states, loaded, silence) for _ in range(2))
+        activation_rate = _CALIBRATION_CLIPS / min(_seconds(lambda: layer_states(loaded, silence)) for _ in range(2))
 
     rng = np.random.default_rng(0)
     acts = torch.from_numpy(rng.standard_normal((1, _CALIBRATION_N, loaded.hidden_size), dtype=np.float32))
     labels = np.arange(_CALIBRATION_N) % 2
-    start = time.perf_counter()
-    hparams = {**DEFAULT_HPARAMS, "early_stop": False}  # every round, as a fit that keeps improving takes
-    fit_rfm_layers(acts, labels, acts, labels, k=1, task="multiclass", n_classes=2, device=device, **hparams)
-    fits_rate = 2 / (time.perf_counter() - start)
+    # every round, as a fit that keeps improving takes
+    fit = dict(k=1, task="multiclass", n_classes=2, device=device, **{**DEFAULT_HPARAMS, "early_stop": False})
+    fits_rate = 2 / _seconds(lambda: fit_rfm_layers(acts, labels, acts, labels, **fit))
     return StageRates(render_rate, activation_rate, fits_rate)
 
 
-def _seconds(work: Callable, *args) -> float:
+def _seconds(work: Callable[[], object]) -> float:
     start = time.perf_counter()
-    work(*args)
+    work()
     return time.perf_counter() - start
 
 
@@ -161,11 +158,11 @@ def plan_starter(
     if per_class is not None:
         return [plan_concept(c, 0, rates, num_layers, per_class) for c in concepts]
     top = max(len(STARTER[c].caps) for c in concepts) - 1
-    for rung in range(top, -1, -1):
+    for rung in range(top, 0, -1):
         plans = [plan_concept(c, rung, rates, num_layers) for c in concepts]
-        if rung == 0 or sum(p.total_seconds for p in plans) <= minutes * 60:
+        if sum(p.total_seconds for p in plans) <= minutes * 60:
             return plans
-    raise AssertionError("unreachable")
+    return [plan_concept(c, 0, rates, num_layers) for c in concepts]
 
 
 @dataclass
@@ -209,10 +206,11 @@ def build_starter(
     on_progress: Callable[[Progress], None] | None = None,
     on_bank: Callable[[Landed], None] | None = None,
     command: str | None = None,
+    rates: StageRates | None = None,
 ) -> list[Landed]:
     """Make (or keep) the starter banks of `loaded` under `root` (default: the user's bank folder for the model), on
     the subset that fits `minutes` on this machine, or on `per_class` clips per class; `on_progress` hears the
-    progress, `on_bank` each bank as it lands."""
+    progress, `on_bank` each bank as it lands. `rates`: this machine's, when already measured (else timed here)."""
     unknown = [c for c in concepts if c not in STARTER]
     if unknown:
         raise InputError(f"starter banks are made for {', '.join(STARTER)}; not for {', '.join(unknown)}")
@@ -227,7 +225,7 @@ def build_starter(
                 on_bank(kept)
         if not todo:
             return landed
-        plans = _recorded_or_new_plan(loaded, root, minutes, per_class, todo, device)
+        plans = _recorded_or_new_plan(loaded, root, minutes, per_class, todo, device, rates)
         total = sum(p.total_seconds for p in plans)
         started = time.perf_counter()
         done = 0.0
@@ -288,7 +286,13 @@ def _kept(loaded: LoadedModel, root: Path, concept: str) -> Landed | None:
 
 
 def _recorded_or_new_plan(
-    loaded: LoadedModel, root: Path, minutes: float, per_class: int | None, concepts: list[str], device: str | None
+    loaded: LoadedModel,
+    root: Path,
+    minutes: float,
+    per_class: int | None,
+    concepts: list[str],
+    device: str | None,
+    rates: StageRates | None,
 ) -> list[ConceptPlan]:
     """The rung an earlier build of these banks chose (so that a resumed build reuses its cached clips and
     activations), else one chosen now from measured rates; recorded in `root`/.starter.json."""
@@ -306,7 +310,7 @@ def _recorded_or_new_plan(
         except (KeyError, TypeError, ValueError):  # a damaged record: choose again
             plans = None
     if plans is None:
-        rates = measure_rates(loaded, device)
+        rates = rates or measure_rates(loaded, device)
         plans = plan_starter(rates, loaded.num_layers, minutes, tuple(concepts), per_class)
         write_json(record, {"key": key, "rates": asdict(rates), "rung": plans[0].rung})
         projected = sum(p.total_seconds for p in plans) / 60

@@ -108,6 +108,7 @@ class Studio:
         self.starter: StarterBuild | None = None
         self._starter_lock = threading.Lock()
         self._starter_minutes: float | None = None
+        self._starter_rates = None  # probes.starter.StageRates, once the estimate has timed this machine
         self.reload_banks()
 
     def reload_banks(self) -> None:
@@ -132,8 +133,8 @@ class Studio:
         if self._starter_minutes is None:
             from probes.starter import DEFAULT_MINUTES, measure_rates, plan_starter
 
-            rates = measure_rates(self.loaded)
-            plans = plan_starter(rates, self.loaded.num_layers, DEFAULT_MINUTES)
+            self._starter_rates = measure_rates(self.loaded)  # the build reuses them
+            plans = plan_starter(self._starter_rates, self.loaded.num_layers, DEFAULT_MINUTES)
             self._starter_minutes = sum(plan.total_seconds for plan in plans) / 60
         return self._starter_minutes
 
@@ -161,6 +162,7 @@ class Studio:
                 on_progress=lambda progress: setattr(build, "progress", progress),
                 on_bank=landed,
                 command=f"python -m probes starter --model {self.loaded.model_id}",
+                rates=self._starter_rates,
             )
         except StudioError as err:
             build.error = err.page_message

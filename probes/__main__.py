@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from probes.bank import POOLINGS
+from probes.cluster import add_ray_argument, connect, without_ray
 from probes.evaluate.cli import add_eval_arguments, run_eval
 from probes.rfm import check_hparams
 from probes.starter import DEFAULT_MINUTES, STARTER
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
     train.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
+    add_ray_argument(train)
     add_eval_arguments(sub.add_parser("eval", help="baseline vs steered: probe accuracy, DSP checks, CLAP, FD/MMD"))
     starter = sub.add_parser(
         "starter", help="notes, chords and tempos banks for a model in minutes, sized to a time budget (resumable)"
@@ -175,17 +177,19 @@ def run_train(args) -> int:
         raise InputError(f"--readout-layer must be 'best' or a layer index, got '{args.readout_layer}'")
     layers = _layer_list(args.layers)
     hparams = _search_hparams(args)
-    loaded = load_model(args.model, device=args.device)
-    _check_against_model(args, loaded, layers, readout)  # before any clip is rendered
     same_name = ("instruments", "octaves", "max_per_class", "seed", "pooling", "components", "cache_dir", "device")
-    options = TrainOptions(
-        **{name: getattr(args, name) for name in same_name},
-        readout_layer=readout,
-        layers=layers,
-        bandwidth_multiples=tuple(args.bandwidth_multiples or BANDWIDTH_MULTIPLES),
-        hparams=hparams,
-    )
-    bank = train_concept_bank(loaded, args.concept, options)
+    with connect(args.ray) as cluster:  # first: an unreachable cluster is reported before a model loads
+        loaded = load_model(args.model, device=args.device)
+        _check_against_model(args, loaded, layers, readout)  # before any clip is rendered
+        options = TrainOptions(
+            **{name: getattr(args, name) for name in same_name},
+            readout_layer=readout,
+            layers=layers,
+            bandwidth_multiples=tuple(args.bandwidth_multiples or BANDWIDTH_MULTIPLES),
+            hparams=hparams,
+            cluster=cluster,
+        )
+        bank = train_concept_bank(loaded, args.concept, options)
     bank.command = args.command_line  # published with the bank (its model card), so others can make it again
     out = Path(args.out)
     bank.save(out)
@@ -337,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
-        args.command_line = "python -m probes " + shlex.join(argv)  # as typed, for the bank it makes
+        # as typed, for the bank it makes; without --ray, which changes no result
+        args.command_line = "python -m probes " + shlex.join(without_ray(argv, getattr(args, "ray", None)))
         runs = {
             "train": run_train,
             "starter": run_starter,

@@ -81,6 +81,23 @@ def layer_states(
     return {p: torch.stack([_pool(s[:, -steps:].float(), p) for s in captured], dim=1).cpu() for p in poolings}
 
 
+def batch_plan(clips: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
+    """The clips' indices in forward batches: clips of one length together (so no padding enters the pooled states),
+    at most `batch_size` per batch, in order of first appearance."""
+    by_length: dict[int, list[int]] = {}
+    for i, clip in enumerate(clips):
+        by_length.setdefault(len(clip), []).append(i)
+    return [indices[s : s + batch_size] for indices in by_length.values() for s in range(0, len(indices), batch_size)]
+
+
+def _batch_states(loaded: LoadedModel, audio: np.ndarray, poolings: Sequence[str]) -> dict[str, torch.Tensor]:
+    """One batch's pooled states, holding the model's lock: a page may generate between two batches, never during
+    one."""
+    audio = audio if audio.flags.writeable else audio.copy()  # a cluster task's input is read-only
+    with loaded.lock:
+        return layer_states(loaded, torch.from_numpy(audio), poolings)
+
+
 def extract_activations(
     loaded: LoadedModel,
     clips: Sequence[np.ndarray],
@@ -88,30 +105,45 @@ def extract_activations(
     batch_size: int = 8,
     progress: bool = True,
     on_done: Callable[[int], None] | None = None,
+    cluster=None,
 ) -> dict[str, torch.Tensor]:
     """Pooled layer outputs for clips (float arrays at the model's rate): {pooling: [N, L, d]} in the clips' order.
 
-    Clips are batched with others of the same length, so no padding enters the pooled states. `on_done` is called
-    with the number of clips of each batch as it finishes (a progress bar outside this function).
+    `on_done` is called with the number of clips of each batch as it finishes (a progress bar outside this
+    function). `cluster` (probes.cluster.Cluster): the batches run as tasks on its workers, the same batches as here.
     """
     for p in poolings:
         _pool(torch.zeros(1, 1, 1), p)  # fail on a bad pooling before any work
-    by_length: dict[int, list[int]] = {}
-    for i, clip in enumerate(clips):
-        by_length.setdefault(len(clip), []).append(i)
+    batches = batch_plan(clips, batch_size)
     out = {p: torch.empty(len(clips), loaded.num_layers, loaded.hidden_size) for p in poolings}
+
+    def keep(chunk: list[int], pooled: dict[str, torch.Tensor]) -> None:
+        for p, states in pooled.items():
+            out[p][chunk] = states
+        if on_done is not None:
+            on_done(len(chunk))
+
+    def stacked(chunk: list[int]) -> np.ndarray:
+        return np.stack([np.asarray(clips[i], dtype=np.float32) for i in chunk])
+
+    if cluster is not None:
+        from probes.cluster import ModelSpec
+
+        cluster.map(
+            _batch_states,
+            batches,
+            desc="activations",
+            describe=lambda chunk: f"the batch of clips {', '.join(map(str, chunk))}",
+            payload=stacked,
+            model=ModelSpec.of(loaded),
+            shared=tuple(poolings),
+            on_result=lambda i, pooled: keep(batches[i], pooled),
+        )
+        return out
     with tqdm(total=len(clips), desc="activations", unit="clip", disable=not progress) as bar:
-        for indices in by_length.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                audio = torch.from_numpy(np.stack([np.asarray(clips[i], dtype=np.float32) for i in chunk]))
-                with loaded.lock:  # batch by batch: a page may generate between two batches, never during one
-                    pooled = layer_states(loaded, audio, poolings)
-                for p, states in pooled.items():
-                    out[p][chunk] = states
-                bar.update(len(chunk))
-                if on_done is not None:
-                    on_done(len(chunk))
+        for chunk in batches:
+            keep(chunk, _batch_states(loaded, stacked(chunk), poolings))
+            bar.update(len(chunk))
     return out
 
 
@@ -139,9 +171,10 @@ def cached_activations(
     batch_size: int = 8,
     progress: bool = True,
     on_done: Callable[[int], None] | None = None,
+    cluster=None,
 ) -> torch.Tensor:
-    """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss (`on_done`:
-    see `extract_activations`).
+    """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss (`on_done`,
+    `cluster`: see `extract_activations`).
 
     Every pooling is computed in the same pass and cached, since the forward pass is the expensive part. An unreadable
     cache file (truncated, corrupted, wrong shape) is a miss: it is recomputed and replaced.
@@ -154,7 +187,7 @@ def cached_activations(
             log.info("activations from cache %s", path)
             return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
-    computed = extract_activations(loaded, clips(), POOLINGS, batch_size, progress, on_done)
+    computed = extract_activations(loaded, clips(), POOLINGS, batch_size, progress, on_done, cluster)
     for p, acts in computed.items():
         target = cache_dir / f"acts-{cache_key(loaded, dataset_key, p)}.safetensors"
         _write_cache(target, acts, {"dataset": dataset_key, "pooling": p, "model": loaded.model_id})

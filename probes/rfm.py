@@ -47,7 +47,7 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -785,6 +785,21 @@ class LayerFits:
     task: str
     val_metric: str
     probes: list[list[RFMProbe]] | None = None
+
+
+def concat_layers(parts: Sequence[LayerFits]) -> LayerFits:
+    """Fits of consecutive layer slices joined into one, as if fitted together (a fit's layers are independent)."""
+    first = parts[0]
+    return LayerFits(
+        val_score=torch.cat([p.val_score for p in parts]),
+        directions=torch.cat([p.directions for p in parts]),
+        eigenvalues=torch.cat([p.eigenvalues for p in parts]),
+        best_iter=torch.cat([p.best_iter for p in parts]),
+        configs=[row for p in parts for row in p.configs],
+        task=first.task,
+        val_metric=first.val_metric,
+        probes=None if first.probes is None else [row for p in parts for row in p.probes],
+    )
 
 
 def fit_rfm_layers(

@@ -10,14 +10,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from probes.activations import cached_activations
 from probes.bank import POOLINGS, REGRESSION_CLASSES, ConceptBank, check_layers
-from probes.rfm import DEFAULT_HPARAMS, fit_rfm, fit_rfm_layers
+from probes.rfm import DEFAULT_HPARAMS, LayerFits, concat_layers, fit_rfm, fit_rfm_layers
 from probes.syntheory import load_concept
 from studio.errors import BankError, RFMError
 from studio.model import LoadedModel, ModelSignature
@@ -49,6 +49,7 @@ class TrainOptions:
     progress: bool = True
     # called as work finishes, for a progress bar outside: ("render", clips), ("activations", clips), ("probes", fits)
     on_done: Callable[[str, int], None] | None = None
+    cluster: Any = None  # probes.cluster.Cluster: clips, activation batches and each layer's probes as Ray tasks
 
     def tick(self, stage: str) -> Callable[[int], None] | None:
         return None if self.on_done is None else functools.partial(self.on_done, stage)
@@ -89,6 +90,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         seed=options.seed,
         progress=options.progress,
         on_done=options.tick("render"),
+        cluster=options.cluster,
     )
     log.info("%s: %d clips, %d classes", concept, len(data.labels), len(data.classes))
     cache_dir = options.cache_dir or Path(".cache") / "activations"
@@ -100,6 +102,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         pooling=options.pooling,
         progress=options.progress,
         on_done=options.tick("activations"),
+        cluster=options.cluster,
     )  # [N, L, d]
     train, val = stratified_split(data.labels, options.val_fraction, options.seed, data.is_regression)
     layers_first = acts.transpose(0, 1)  # [L, N, d]
@@ -131,6 +134,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         device=options.device,
         progress=options.progress,
         on_done=options.tick("probes"),
+        cluster=options.cluster,
     )
 
 
@@ -152,6 +156,7 @@ def build_bank(
     device=None,
     progress: bool = True,
     on_done: Callable[[int], None] | None = None,
+    cluster=None,
 ) -> ConceptBank:
     """Train a ConceptBank from pooled activations acts_train [L, n, d] / acts_val [L, n_val, d].
 
@@ -161,7 +166,8 @@ def build_bank(
     left untrained (see the module docstring). The readout probe (multiclass, or regression) is fitted at
     ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean validation score (the
     earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
-    ``probes.rfm.DEFAULT_HPARAMS``. ``on_done``: see ``probes.rfm.fit_rfm_layers``.
+    ``probes.rfm.DEFAULT_HPARAMS``. ``on_done``: see ``probes.rfm.fit_rfm_layers``. ``cluster``
+    (probes.cluster.Cluster): each layer's probes are fitted by a Ray task, the same fit as that layer's slice here.
     """
     classes = [str(c) for c in classes]
     regression = classes == REGRESSION_CLASSES
@@ -192,17 +198,20 @@ def build_bank(
     fit_args = dict(task=task, n_classes=None if regression else len(classes), device=device, **hparams)
     index = list(layers)
     try:
-        fits = fit_rfm_layers(
-            acts_train[index],
-            y_train,
-            acts_val[index],
-            y_val,
-            one_vs_rest=True,
-            k=k,
-            progress=progress,
-            on_done=on_done,
-            **fit_args,
-        )
+        fit = functools.partial(fit_rfm_layers, one_vs_rest=True, k=k, **fit_args)
+        if cluster is None:
+            fits = fit(acts_train[index], y_train, acts_val[index], y_val, progress=progress, on_done=on_done)
+        else:
+            fits = concat_layers(
+                cluster.map(
+                    _fit_slice,
+                    index,
+                    desc=f"{concept} probes",
+                    describe=lambda layer: f"the probes of layer {layer}",
+                    payload=lambda layer: (acts_train[[layer]], y_train, acts_val[[layer]], y_val),
+                    shared=fit,
+                )
+            )
         val_score, directions, eigenvalues = _scatter_layers(fits, layers, signature.num_layers)
         layer = _pick_readout_layer(val_score, readout_layer, layers)
         readout = fit_rfm(acts_train[layer], y_train, acts_val[layer], y_val, **fit_args).to("cpu")
@@ -225,6 +234,11 @@ def build_bank(
     )
     bank.validate()
     return bank
+
+
+def _fit_slice(data: tuple, fit: Callable) -> LayerFits:
+    """A cluster task: `fit` on (acts_train, y_train, acts_val, y_val) of one layer."""
+    return fit(*data)
 
 
 def _scatter_layers(fits, layers: tuple[int, ...], num_layers: int):

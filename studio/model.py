@@ -122,6 +122,7 @@ class LoadedModel:
     signature: ModelSignature
     precision: str  # a key of PRECISIONS: how the decoder's weights are held (dtype: its activations')
     precision_note: str = ""  # why this precision, when studio.precision.load chose it
+    source: str = ""  # the name load_model was given: another process loads the same model by it (probes/cluster.py)
     # Held for a whole generation: hooks and the global RNG seed belong to one request at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -622,5 +623,6 @@ def load_model(name: str = TINY, device: str | None = None, precision: str | Non
     else:
         model, tokenizer, model_id = _load_weights(name)
     loaded = as_loaded(model, tokenizer, model_id, torch_device, precision)
+    loaded.source = name
     log.info("loaded %s on %s (%s)", loaded.signature.describe(), torch_device, precision)
     return loaded

@@ -29,6 +29,7 @@ LAYERS = [
     ("studio.decode",),
     # the runtime's top: a recipe in, audio and readout out; a model loaded at its fastest faithful precision
     ("studio.generate", "studio.reference", "studio.precision"),
+    ("probes.cluster",),  # the pipeline's stages as Ray tasks (Ray itself imported only when a cluster is used)
     ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),
     ("probes.train", "probes.tinymusic", "probes.publish"),
     ("probes.starter",),  # starter banks: train's pipeline, sized to a budget

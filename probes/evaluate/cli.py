@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from probes.cluster import add_ray_argument, connect
+
 from .conditions import PAPER_GATES, PAPER_LAYER_MODES, PAPER_STRENGTHS, SWEEPS
 from .runner import DEFAULT_PROMPTS, EXPERIMENTS, EvalSettings
 
@@ -80,6 +82,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--bootstrap", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
     add("--ci-seed", type=int, default=0)
     add("--no-progress", action="store_true", help="no progress bars")
+    add_ray_argument(parser)
     return parser
 
 
@@ -178,7 +181,8 @@ def format_summary(summary: dict) -> str:
     if summary["clap"]["status"] != "ok":
         lines.append(f"CLAP skipped: {summary['clap']['reason']}")
     clips = summary["clips"]
-    lines.append(f"clips: {clips['rendered']} rendered, {clips['reused']} reused")
+    where = f" ({clips['on_cluster']} on the Ray cluster)" if "on_cluster" in clips else ""
+    lines.append(f"clips: {clips['rendered']} rendered{where}, {clips['reused']} reused")
     return "\n".join(lines)
 
 
@@ -187,7 +191,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .pipeline import run_evaluation
 
     settings = settings_from_args(args)
-    summary = run_evaluation(settings)
+    with connect(args.ray, progress=settings.progress) as cluster:
+        summary = run_evaluation(settings, cluster=cluster)
     print(format_summary(summary))
     print(f"results in {settings.out}")
     return 0

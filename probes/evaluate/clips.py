@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from probes.cluster import ModelSpec
 from studio.errors import EvaluationError
 from studio.files import write_json, write_wav
 from studio.generate import generate
@@ -62,6 +63,8 @@ class ClipStore:
         self._digests = {concept: bank_digest(bank) for concept, bank in banks.items()}
         self.rendered = 0
         self.reused = 0
+        self.on_cluster = 0
+        self._from_cluster: set[Path] = set()  # rendered on the cluster by this run, not yet read
 
     def key(self, recipe: Recipe) -> str:
         """16 hex of sha256 over model signature, recipe (model field as loaded) and the used banks' digests."""
@@ -89,12 +92,50 @@ class ClipStore:
                 raise EvaluationError(
                     f"cannot read the stored clip {wav} ({error}); delete it and its .json to render it again"
                 ) from error
-            self.reused += 1
-            return StoredClip(audio, rate, record, wav, True)
-        wav.parent.mkdir(parents=True, exist_ok=True)
-        result = generate(self.loaded, recipe, banks={c: self.banks[c] for c in recipe.concepts()})
-        write_wav(wav, result.audio, result.sample_rate, subtype="FLOAT")
-        record = result.record(audio_file=wav.name)
-        write_json(meta, record)
+            fresh = wav in self._from_cluster  # rendered by this run, on the cluster
+            self._from_cluster.discard(wav)
+            self.rendered, self.reused = self.rendered + fresh, self.reused + (not fresh)
+            return StoredClip(audio, rate, record, wav, not fresh)
+        audio, rate, record = render_recipe(self.loaded, (recipe, wav.name), self.banks)
+        self._save(wav, audio, rate, record)
         self.rendered += 1
-        return StoredClip(result.audio, result.sample_rate, record, wav, False)
+        return StoredClip(audio, rate, record, wav, False)
+
+    def render_missing(self, jobs, cluster) -> None:
+        """Render the clips of `jobs` (runner.Job) not on disk yet as tasks on `cluster` (probes.cluster.Cluster),
+        each saved as it comes back; `get` then reads them, counting them as rendered by this run."""
+        todo: dict[Path, Recipe] = {}
+        for job in jobs:
+            wav = self.path(job.recipe, job.group, job.stem)
+            if not (wav.is_file() and wav.with_suffix(".json").is_file()):
+                todo[wav] = job.recipe
+        paths = list(todo)
+
+        def save(i: int, rendered: tuple) -> None:
+            self._save(paths[i], *rendered)
+            self._from_cluster.add(paths[i])
+            self.on_cluster += 1
+
+        cluster.map(
+            render_recipe,
+            paths,
+            desc="clips",
+            describe=lambda wav: f"{wav.relative_to(self.root)} (recipe {json.dumps(todo[wav].to_dict())})",
+            payload=lambda wav: (todo[wav], wav.name),
+            model=ModelSpec.of(self.loaded),
+            shared=self.banks,
+            on_result=save,
+        )
+
+    @staticmethod
+    def _save(wav: Path, audio: np.ndarray, rate: int, record: dict) -> None:
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(wav, audio, rate, subtype="FLOAT")
+        write_json(wav.with_suffix(".json"), record)  # last: a clip counts as stored once its record exists
+
+
+def render_recipe(loaded, item: tuple[Recipe, str], banks: dict) -> tuple[np.ndarray, int, dict]:
+    """Generate (recipe, file name): the audio, its rate and its render record. Also a cluster task."""
+    recipe, name = item
+    result = generate(loaded, recipe, banks={c: banks[c] for c in recipe.concepts()})
+    return result.audio, result.sample_rate, result.record(audio_file=name)

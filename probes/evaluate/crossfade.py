@@ -22,16 +22,24 @@ from .conditions import PAPER_DEFAULT, Condition
 from .figures import crossfade_figure
 from .metrics import bootstrap_ci
 from .report import mean_columns, write_csv
-from .runner import Context, mean_or_none, slug
+from .runner import Context, Job, mean_or_none, slug
 from .timing import switch_time, window_centres
 
 
-def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
-    """Render, time and check the crossfade clips; write crossfade.csv and the figure. Returns (rows, summary)."""
-    s, concept, bank = ctx.settings, ctx.settings.concept, ctx.bank
+def _condition(ctx: Context) -> Condition:
+    return Condition(ctx.settings.crossfade_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
+
+
+def _span(ctx: Context) -> float:
+    s = ctx.settings
+    return s.seconds if s.crossfade_span_s is None else s.crossfade_span_s
+
+
+def crossfade_jobs(ctx: Context) -> list[Job]:
+    """One clip per prompt and seed, handing over from the first class to the second with the readout on."""
+    s, concept = ctx.settings, ctx.settings.concept
     first, second = ctx.crossfade_pair()
-    condition = Condition(s.crossfade_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
-    span = s.seconds if s.crossfade_span_s is None else s.crossfade_span_s
+    condition, span = _condition(ctx), _span(ctx)
     fade_out, fade_in = crossfade((s.seconds - span) / 2, (s.seconds + span) / 2)
     controls = [
         {**condition.control(concept, first, ctx.loaded.num_layers), "schedule": fade_out.to_dict()},
@@ -39,7 +47,14 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
     ]
     readout = {"concept": concept, "layer": "best", "window_s": s.readout_window_s}
     info = {"condition": f"crossfade-{condition.name}", "first": first, "second": second}
-    jobs = ctx.prompt_seed_jobs(f"crossfade/{slug(first)}-{slug(second)}", "", info, controls, readout)
+    return ctx.prompt_seed_jobs(f"crossfade/{slug(first)}-{slug(second)}", "", info, controls, readout)
+
+
+def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
+    """Render, time and check the crossfade clips; write crossfade.csv and the figure. Returns (rows, summary)."""
+    s, concept, bank = ctx.settings, ctx.settings.concept, ctx.bank
+    first, second = ctx.crossfade_pair()
+    jobs = crossfade_jobs(ctx)
     clips = ctx.render(jobs, "crossfade")
 
     a, b = bank.class_index(first), bank.class_index(second)
@@ -85,8 +100,8 @@ def run_crossfade(ctx: Context) -> tuple[list[dict], dict]:
         "first": first,
         "second": second,
         "strength": s.crossfade_strength,
-        "span_s": span,
-        "condition": condition.name,
+        "span_s": _span(ctx),
+        "condition": _condition(ctx).name,
         "readout_window_s": s.readout_window_s,
         **timing,
         "first_third_probe_acc": mean_or_none(r["first_third_probe_hit"] for r in rows),

@@ -7,7 +7,7 @@ from .conditions import PAPER_DEFAULT, Condition
 from .figures import interference_figure
 from .metrics import direction_cosines
 from .report import mean_columns, write_csv
-from .runner import Context, slug
+from .runner import Context, Job, slug
 
 
 def default_pairs(first: list[str], second: list[str]) -> list[tuple[str, str]]:
@@ -15,12 +15,31 @@ def default_pairs(first: list[str], second: list[str]) -> list[tuple[str, str]]:
     return [(first[i % len(first)], second[i % len(second)]) for i in range(2)]
 
 
+def _pairs(ctx: Context) -> list[tuple[str, str]]:
+    s = ctx.settings
+    # explicit pairs were checked by Context
+    return s.multi_pairs or default_pairs(ctx.targets, ctx.banks[s.multi_concept].classes)
+
+
+def pair_jobs(ctx: Context, pair: tuple[str, str]) -> list[Job]:
+    """One clip per prompt and seed, steering both concepts towards the pair's classes."""
+    s, L = ctx.settings, ctx.loaded.num_layers
+    condition = Condition(s.multi_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
+    controls = [condition.control(c, name, L) for c, name in zip((s.concept, s.multi_concept), pair)]
+    info = {"condition": f"multi-{condition.name}", "pair": "+".join(pair)}
+    return ctx.prompt_seed_jobs(f"multi/{slug(pair[0])}+{slug(pair[1])}", "", info, controls)
+
+
+def multi_jobs(ctx: Context) -> list[Job]:
+    return [job for pair in _pairs(ctx) for job in pair_jobs(ctx, pair)]
+
+
 def run_multi(ctx: Context) -> tuple[list[dict], dict]:
     """Render and measure the two-concept clips; write multi.csv, interference.csv and the figure."""
-    s, L = ctx.settings, ctx.loaded.num_layers
+    s = ctx.settings
     concepts = (s.concept, s.multi_concept)
     banks = [ctx.banks[c] for c in concepts]
-    pairs = s.multi_pairs or default_pairs(ctx.targets, banks[1].classes)  # explicit pairs: checked by Context
+    pairs = _pairs(ctx)
     condition = Condition(s.multi_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
     baseline = ctx.baseline()
@@ -28,9 +47,7 @@ def run_multi(ctx: Context) -> tuple[list[dict], dict]:
     rows, table, interference, cosines = [], [], [], {}
     for pair in pairs:
         label = "+".join(pair)
-        controls = [condition.control(c, name, L) for c, name in zip(concepts, pair)]
-        info = {"condition": f"multi-{condition.name}", "pair": label}
-        jobs = ctx.prompt_seed_jobs(f"multi/{slug(pair[0])}+{slug(pair[1])}", "", info, controls)
+        jobs = pair_jobs(ctx, pair)
         rendered = ctx.render_and_measure(jobs, f"multi {label}", list(concepts))
         drift = ctx.drift(rendered.facts)
         for concept, target in zip(concepts, pair):

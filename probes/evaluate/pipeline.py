@@ -8,16 +8,17 @@ from pathlib import Path
 from probes import transcribe
 
 from .clap import ClapScorer
-from .crossfade import run_crossfade
-from .multi import run_multi
+from .crossfade import crossfade_jobs, run_crossfade
+from .multi import multi_jobs, run_multi
 from .report import write_csv
 from .runner import Context, EvalSettings, check_settings, describe_run
-from .sweep import run_sweep
+from .sweep import run_sweep, sweep_jobs
 
 log = logging.getLogger(__name__)
 
 JUDGE = "basic-pitch 0.4.0 (ICASSP 2022, ONNX) on notes and chords clips"
 RUNNERS = {"sweep": run_sweep, "crossfade": run_crossfade, "multi": run_multi}
+JOBS = {"sweep": sweep_jobs, "crossfade": crossfade_jobs, "multi": multi_jobs}  # the clips each experiment renders
 
 
 def load_banks(settings: EvalSettings, loaded) -> dict:
@@ -32,9 +33,10 @@ def load_banks(settings: EvalSettings, loaded) -> dict:
     return banks
 
 
-def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
+def run_evaluation(settings: EvalSettings, loaded=None, cluster=None) -> dict:
     """Run the experiments of `settings` and write their files under settings.out; returns the summary (also written
-    to summary.json). `loaded` reuses an already loaded model (it must be `settings.model`)."""
+    to summary.json). `loaded` reuses an already loaded model (it must be `settings.model`). `cluster`
+    (probes.cluster.Cluster): every clip of the run is rendered first, as Ray tasks; the experiments then read them."""
     from studio.files import write_json
     from studio.model import load_model
 
@@ -54,6 +56,9 @@ def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
         ),
         "transcription": {"status": "skipped", "reason": unheard} if unheard else {"status": "ok", "judge": JUDGE},
     }
+    if cluster is not None:
+        jobs = ctx.baseline_jobs() + [job for name in settings.experiments for job in JOBS[name](ctx)]
+        ctx.store.render_missing(jobs, cluster)
     rows: list[dict] = []
     for name in settings.experiments:
         log.info("experiment %s", name)
@@ -61,5 +66,7 @@ def run_evaluation(settings: EvalSettings, loaded=None) -> dict:
         rows += experiment_rows
     write_csv(out / "clips.csv", rows)
     summary["clips"] = {"rendered": ctx.store.rendered, "reused": ctx.store.reused}
+    if cluster is not None:
+        summary["clips"]["on_cluster"] = ctx.store.on_cluster
     write_json(out / "summary.json", summary)
     return summary

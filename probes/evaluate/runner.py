@@ -210,11 +210,13 @@ class Context:
         clips = self.render(jobs, desc)
         return Rendered(jobs, clips, self.measure([c.audio for c in clips], [j.info["prompt"] for j in jobs], concepts))
 
+    def baseline_jobs(self) -> list[Job]:
+        return self.prompt_seed_jobs("baseline", "", {"condition": "baseline"}, [])
+
     def baseline(self) -> Rendered:
         """The unsteered clips (one per prompt and seed), measured with every loaded bank; rendered once per run."""
         if self._baseline is None:
-            jobs = self.prompt_seed_jobs("baseline", "", {"condition": "baseline"}, [])
-            self._baseline = self.render_and_measure(jobs, "baseline", list(self.banks))
+            self._baseline = self.render_and_measure(self.baseline_jobs(), "baseline", list(self.banks))
         return self._baseline
 
     def drift(self, facts: ClipSetFacts, groups: Sequence[Sequence[int]] | None = None) -> dict:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from .conditions import clamped_modes, resolve_conditions, sweep_conditions
+from .conditions import Condition, clamped_modes, resolve_conditions, sweep_conditions
 from .figures import pareto_figure
 from .report import mean_columns, write_csv
-from .runner import Context, Rendered, slug
+from .runner import Context, Job, Rendered, slug
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,27 @@ def _clip_rows(ctx: Context, rendered: Rendered, targets_of) -> list[dict]:
         for i in range(len(rendered.jobs))
         for target in targets_of(i)
     ]
+
+
+def condition_jobs(ctx: Context, condition: Condition) -> list[Job]:
+    """One clip per target, prompt and seed, steered as `condition` says."""
+    concept, L = ctx.settings.concept, ctx.loaded.num_layers
+    return [
+        job
+        for target in ctx.targets
+        for job in ctx.prompt_seed_jobs(
+            f"sweep/{condition.name}",
+            f"{slug(target)}-",
+            {"condition": condition.name, "target": target},
+            [condition.control(concept, target, L)],
+        )
+    ]
+
+
+def sweep_jobs(ctx: Context) -> list[Job]:
+    s = ctx.settings
+    resolved = resolve_conditions(sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep), ctx.loaded.num_layers)
+    return [job for entry in resolved for job in condition_jobs(ctx, entry.condition)]
 
 
 def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
@@ -62,16 +83,7 @@ def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
     ]
     for entry in resolved:
         condition = entry.condition
-        jobs = [
-            job
-            for target in ctx.targets
-            for job in ctx.prompt_seed_jobs(
-                f"sweep/{condition.name}",
-                f"{slug(target)}-",
-                {"condition": condition.name, "target": target},
-                [condition.control(concept, target, L)],
-            )
-        ]
+        jobs = condition_jobs(ctx, condition)
         rendered = ctx.render_and_measure(jobs, condition.name, [concept])
         rows = _clip_rows(ctx, rendered, lambda i: [rendered.jobs[i].info["target"]])
         clip_rows += rows

@@ -81,16 +81,25 @@ class ConceptDataset(Sequence[ConceptItem]):
         config: RenderConfig | None = None,
         drop_silent: bool = True,
         on_done: Callable[[int], None] | None = None,
+        cluster=None,
     ) -> ConceptDataset:
-        """List the concept's clips (see `list_samples` for the subset options), render the missing ones (`on_done`:
-        see `render`), and drop clips the soundfont renders silent unless `drop_silent` is False."""
+        """List the concept's clips (see `list_samples` for the subset options), render the missing ones (`on_done`,
+        `cluster`: see `render`), and drop clips the soundfont renders silent unless `drop_silent` is False."""
         config = config or RenderConfig()
         instruments = list(instruments) if instruments is not None else None
         octaves = list(octaves) if octaves is not None else None
         samples = list_samples(
             concept, instruments=instruments, octaves=octaves, max_per_class=max_per_class, seed=seed
         )
-        paths = render(samples, cache_dir=cache_dir, workers=workers, progress=progress, config=config, on_done=on_done)
+        paths = render(
+            samples,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+            config=config,
+            on_done=on_done,
+            cluster=cluster,
+        )
         dropped = 0
         if drop_silent:
             audible = [bool(np.any(read_clip(path, config.sample_rate))) for path in paths]
@@ -170,6 +179,6 @@ def load_concept(concept: str, **options) -> ConceptArrays:
     """Generate (or reuse from the cache) a concept subset and return it as arrays.
 
     Options are those of `ConceptDataset.generate`: instruments, octaves, max_per_class, seed, cache_dir, workers,
-    progress, config, drop_silent, on_done.
+    progress, config, drop_silent, on_done, cluster.
     """
     return ConceptDataset.generate(concept, **options).to_arrays()

@@ -199,12 +199,14 @@ def render(
     progress: bool = True,
     config: RenderConfig | None = None,
     on_done: Callable[[int], None] | None = None,
+    cluster=None,
 ) -> list[Path]:
     """Render every sample not yet in the cache, in parallel, and return each sample's cached WAV path (in order).
 
     workers: fluidsynth processes at once (default: twice the CPU count). Checks fluidsynth and the soundfont before
     anything is written; on a failure, clips finished so far stay cached and nothing partial is left behind.
     on_done: called with 1 as each clip is rendered (a progress bar outside this function; cached clips are not).
+    cluster (probes.cluster.Cluster): each clip is rendered by a Ray task and written here as it comes back.
     """
     config = config or RenderConfig()
     binary = check_renderer(config)
@@ -212,7 +214,24 @@ def render(
     paths = cache_paths(samples, root, config)
     pending = {path: sample for path, sample in zip(paths, samples) if not path.is_file()}
     logger.info("SynTheory: %d clips cached, %d to render in %s", len(paths) - len(pending), len(pending), root)
-    if pending:
+    if pending and cluster is not None:
+        targets, todo = list(pending), list(pending.values())
+
+        def keep(i: int, audio: np.ndarray) -> None:
+            _write_clip_atomically(targets[i], audio, config.sample_rate)
+            if on_done is not None:
+                on_done(1)
+
+        cluster.map(
+            render_clip,
+            todo,
+            desc=f"render {todo[0].concept}",
+            describe=lambda sample: f"the {sample.concept} clip {sample.params}",
+            shared=config,
+            cpus=1,  # a fluidsynth process
+            on_result=keep,
+        )
+    elif pending:
         # fluidsynth idles about half of its short life (start-up, exit), so twice the cores keeps them busy.
         workers = max(1, min(workers or 2 * (os.cpu_count() or 1), len(pending)))
         concept = next(iter(pending.values())).concept

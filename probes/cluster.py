@@ -136,6 +136,7 @@ class Cluster:
         model: ModelSpec | None = None,
         shared: Any = None,
         cpus: int | None = None,
+        gpu: bool = False,
         on_result: Callable[[int, Any], None] | None = None,
     ) -> list:
         """[fn(payload(item)) for item in items], each call a Ray task; results in the items' order.
@@ -145,12 +146,13 @@ class Cluster:
         runs at a time are in flight. `model`: the worker's copy of that model is passed first (on a GPU when the
         model is on one and the cluster has GPUs). `shared`: one object every task gets last, sent to the cluster once.
         `cpus`: a task's CPUs when it does no torch work (fluidsynth); torch tasks use the driver's thread count.
+        `gpu`: a task takes a GPU (when the cluster has any) without a model, as the driver's probe fits would.
         `on_result(i, result)` is called on the driver as each task finishes (in finishing order). A task that fails
         is resubmitted up to `retries` times; then the run stops with a ClusterError naming `describe(item)`.
         """
         import ray
 
-        gpu = model is not None and model.device == "cuda" and self.gpus > 0
+        gpu = (gpu or (model is not None and model.device == "cuda")) and self.gpus > 0
         slots = min(cpus or self.threads, self.node_cpus)  # a task asking for more CPUs than a node has never runs
         task = ray.remote(_run_task).options(num_cpus=slots, num_gpus=1 if gpu else 0, max_retries=0)
         window = 2 * max(1, self.gpus if gpu else self.total_cpus // slots)

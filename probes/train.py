@@ -209,6 +209,7 @@ def build_bank(
                     desc=f"{concept} probes",
                     describe=lambda layer: f"the probes of layer {layer}",
                     payload=lambda layer: (acts_train[[layer]], y_train, acts_val[[layer]], y_val),
+                    gpu=str(device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"),
                     shared=fit,
                 )
             )

@@ -21,10 +21,13 @@ def _pairs(ctx: Context) -> list[tuple[str, str]]:
     return s.multi_pairs or default_pairs(ctx.targets, ctx.banks[s.multi_concept].classes)
 
 
+def _condition(ctx: Context) -> Condition:
+    return Condition(ctx.settings.multi_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
+
+
 def pair_jobs(ctx: Context, pair: tuple[str, str]) -> list[Job]:
     """One clip per prompt and seed, steering both concepts towards the pair's classes."""
-    s, L = ctx.settings, ctx.loaded.num_layers
-    condition = Condition(s.multi_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
+    s, L, condition = ctx.settings, ctx.loaded.num_layers, _condition(ctx)
     controls = [condition.control(c, name, L) for c, name in zip((s.concept, s.multi_concept), pair)]
     info = {"condition": f"multi-{condition.name}", "pair": "+".join(pair)}
     return ctx.prompt_seed_jobs(f"multi/{slug(pair[0])}+{slug(pair[1])}", "", info, controls)
@@ -39,8 +42,7 @@ def run_multi(ctx: Context) -> tuple[list[dict], dict]:
     s = ctx.settings
     concepts = (s.concept, s.multi_concept)
     banks = [ctx.banks[c] for c in concepts]
-    pairs = _pairs(ctx)
-    condition = Condition(s.multi_strength, PAPER_DEFAULT[1], PAPER_DEFAULT[2])
+    pairs, condition = _pairs(ctx), _condition(ctx)
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
     baseline = ctx.baseline()
 

@@ -86,9 +86,10 @@ def _run_task(fn: Callable, item: Any, model: ModelSpec | None, shared: Any, thr
 class Cluster:
     """A connection to a Ray cluster (or a local Ray instance) that runs lists of tasks; use it as a context manager.
 
-    address: None starts a local Ray on this machine (or joins the one RAY_ADDRESS names); "auto" joins the cluster
-    started on this machine with `ray start`; "ray://HOST:10001" or "HOST:6379" a remote one. Workers import this
-    checkout's code, so every node needs it at the same path (README: "Training and evaluating on a Ray cluster").
+    address: None joins the cluster RAY_ADDRESS names or the one `ray start` runs on this machine, else starts a Ray
+    here for the run; "auto" joins only the one `ray start` runs on this machine; "ray://HOST:10001" or "HOST:6379" a
+    remote one. Workers import this checkout's code, so every node needs it at the same path (README: "Training and
+    evaluating on a Ray cluster").
     """
 
     def __init__(self, address: str | None = None, retries: int = RETRIES, progress: bool = True):
@@ -111,7 +112,13 @@ class Cluster:
                 )
             except (ConnectionError, RuntimeError, ValueError) as err:
                 where = f"at {address}" if address else "on this machine"
-                raise ClusterError(f"cannot start or reach a Ray cluster {where}: {_first_line(err)}") from None
+                hint = (
+                    "; a cluster with token authentication (ray start's default) needs RAY_AUTH_MODE=token and its "
+                    "token here (README: Training and evaluating on a Ray cluster)"
+                    if address and address != "auto"
+                    else ""
+                )
+                raise ClusterError(f"cannot start or reach a Ray cluster {where}: {_first_line(err)}{hint}") from None
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
         self.total_cpus = int(ray.cluster_resources().get("CPU", 1))
         self.node_cpus = max(1, max(int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]))
@@ -210,8 +217,9 @@ def add_ray_argument(parser: argparse.ArgumentParser) -> None:
         const="",
         default=None,
         metavar="ADDRESS",
-        help="run the work as Ray tasks: alone, on a local Ray (or the cluster RAY_ADDRESS names); with an address "
-        "('auto', HOST:6379, ray://HOST:10001), on that cluster. Same results as without it",
+        help="run the work as Ray tasks: alone, on the cluster RAY_ADDRESS names or `ray start` runs here, else on a "
+        "Ray started for the run; with an address ('auto', HOST:6379, ray://HOST:10001), on that cluster. Same "
+        "results as without it",
     )
 
 

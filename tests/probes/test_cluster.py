@@ -35,8 +35,10 @@ TABLES = ["clips.csv", "sweep.csv", "crossfade.csv", "multi.csv", "interference.
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray instance with 2 CPUs; Cluster joins it (and leaves it running for the next test)."""
+    """A new local Ray instance with 2 CPUs (never one `ray start` left running here); Cluster joins it (and leaves it
+    running for the next test)."""
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},

@@ -35,8 +35,6 @@ from tqdm import tqdm
 
 from studio.errors import InputError, StudioError
 
-log = logging.getLogger(__name__)
-
 ROOT = Path(__file__).resolve().parents[1]
 RETRIES = 2  # a task runs at most 1 + RETRIES times before the run stops and names it
 INSTALL_HINT = "install it with: .venv/bin/pip install -r requirements-cluster.txt"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .conditions import Condition, clamped_modes, resolve_conditions, sweep_conditions
+from .conditions import Condition, Resolved, clamped_modes, resolve_conditions, sweep_conditions
 from .figures import pareto_figure
 from .report import mean_columns, write_csv
 from .runner import Context, Job, Rendered, slug
@@ -51,17 +51,21 @@ def condition_jobs(ctx: Context, condition: Condition) -> list[Job]:
     ]
 
 
-def sweep_jobs(ctx: Context) -> list[Job]:
+def _conditions(ctx: Context) -> tuple[list[Condition], list[Resolved]]:
+    """(the requested conditions, the resolved ones this model runs)."""
     s = ctx.settings
-    resolved = resolve_conditions(sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep), ctx.loaded.num_layers)
-    return [job for entry in resolved for job in condition_jobs(ctx, entry.condition)]
+    requested = sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep)
+    return requested, resolve_conditions(requested, ctx.loaded.num_layers)
+
+
+def sweep_jobs(ctx: Context) -> list[Job]:
+    return [job for entry in _conditions(ctx)[1] for job in condition_jobs(ctx, entry.condition)]
 
 
 def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
     """Render and measure every condition; write sweep.csv and the Pareto figures. Returns (clip rows, summary)."""
     s, concept, L = ctx.settings, ctx.settings.concept, ctx.loaded.num_layers
-    requested = sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep)
-    resolved = resolve_conditions(requested, L)
+    requested, resolved = _conditions(ctx)
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
     if concept == "tempos" and s.target_bpm is None:
         log.info("no --target-bpm: the tempo check reports measured tempos (dsp_value) but no accuracy")

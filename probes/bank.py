@@ -11,6 +11,11 @@ untrained layer has all-zero directions and eigenvalues and a NaN validation sco
 layer ranking could pick), and the readout layer is always a trained one. Banks saved before ``layers`` existed hold
 every layer.
 
+Other direction methods (``method``: mean-diff, pca, linear, logistic; see probes/directions.py) fill the same
+tensors from the same activations, signed by the same rule; the methods with one direction per layer and class keep
+K = 1, and ``eigenvalues`` is absent except for pca. The readout probe is an RFM probe whatever the method. Banks saved
+before ``method`` existed are RFM banks.
+
 Regression concepts (tempos) have the single class ``"value"``: one regression probe per layer, directions signed to
 raise the predicted value, and ``val_score`` holds the validation R^2 instead of an AUC (``val_metric == "r2"``); R^2 is
 1 for a perfect fit, 0 for predicting the mean, and negative for worse. Their readout predicts the value
@@ -18,7 +23,8 @@ raise the predicted value, and ``val_score`` holds the validation R^2 instead of
 
 On disk a bank is a folder: ``bank.safetensors`` (directions, val_score, eigenvalues, the readout probe's tensors) and
 ``bank.json`` (format version, concept, classes, model signature, pooling, hyper-parameters, dataset, trained layers,
-readout layer, K, tensor shapes, the sha256 of the safetensors file and, when recorded, the command that made it).
+readout layer, K, the direction method, tensor shapes, the sha256 of the safetensors file and, when recorded, the
+command that made it).
 Saving writes a temporary folder and renames it into place, so a good bank is never replaced by a half-written one.
 Loading verifies checksum, shapes, directions, trained layers and the model signature.
 """
@@ -40,6 +46,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from probes.directions import METHODS, ONE_DIRECTION
 from probes.rfm import RFMProbe
 from studio.errors import BankError, RFMError
 from studio.model import ModelSignature
@@ -77,6 +84,7 @@ class ConceptBank:
     val_metric: str = "auc"  # "auc", or "r2" for regression concepts
     layers: tuple[int, ...] | None = None  # trained decoder layers, ascending; None: every layer
     command: str | None = None  # the exact command that made the bank; None when not recorded (older banks)
+    method: str = "rfm"  # how the directions were found (probes/directions.py); older banks are RFM banks
 
     def __post_init__(self):
         if self.layers is None:
@@ -142,6 +150,7 @@ class ConceptBank:
             )
         if self.pooling not in POOLINGS:
             raise BankError(f"{where} has pooling {self.pooling!r}; expected one of {POOLINGS}")
+        self._validate_method(where)
         self._validate_untrained(where)
         directions = self.directions[trained]
         if not torch.isfinite(directions).all():
@@ -161,6 +170,15 @@ class ConceptBank:
             raise BankError(f"{where} has directions that are not unit vectors; retrain it")
         if self.readout.centers.shape[1] != d:
             raise BankError(f"{where} has a readout probe of width {self.readout.centers.shape[1]}, expected {d}")
+
+    def _validate_method(self, where: str) -> None:
+        """A known method, and one direction per class for the methods that have one."""
+        if self.method not in METHODS:
+            raise BankError(f"{where} has method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.method in ONE_DIRECTION and self.num_components != 1:
+            raise BankError(
+                f"{where} has {self.num_components} directions per class, but its method {self.method} gives one"
+            )
 
     def _validate_untrained(self, where: str) -> None:
         """Untrained layers must look untrained, so nothing can rank or steer with them by accident."""
@@ -225,6 +243,7 @@ class ConceptBank:
             "readout_layer": int(self.readout_layer),
             "K": int(self.num_components),
             "val_metric": self.val_metric,
+            "method": self.method,
             "readout": readout_scalars,
             "tensors": {k: list(v.shape) for k, v in tensors.items()},
         }
@@ -279,6 +298,7 @@ class ConceptBank:
                 val_metric=str(meta.get("val_metric", "auc")),
                 layers=_meta_layers(meta),
                 command=None if meta.get("command") is None else str(meta["command"]),
+                method=str(meta.get("method", "rfm")),
             )
         except (KeyError, TypeError, ValueError, RFMError) as err:
             raise BankError(damaged.format(f"incomplete metadata or tensors: {err!r}")) from None

@@ -319,7 +319,7 @@ def _infer_task(y: torch.Tensor, task: str) -> str:
     return "regression" if y.is_floating_point() else "multiclass"
 
 
-def _encode_targets(y_train, y_val, task: str, one_vs_rest: bool, n_classes: int | None, device, dtype) -> _Targets:
+def encode_targets(y_train, y_val, task: str, one_vs_rest: bool, n_classes: int | None, device, dtype) -> _Targets:
     y_train, y_val = torch.as_tensor(y_train).reshape(-1), torch.as_tensor(y_val).reshape(-1)
     task = _infer_task(torch.cat([y_train, y_val]), task)
     if task == "regression":
@@ -520,7 +520,7 @@ class RFMProbe:
 
     def _eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._eig is None:
-            self._eig = _top_eigh(self.agop, self.agop.shape[-1])
+            self._eig = top_eigh(self.agop, self.agop.shape[-1])
         return self._eig
 
     def top_directions(self, k: int = 1) -> torch.Tensor:
@@ -599,7 +599,7 @@ def directional_sign(probe: RFMProbe, v: torch.Tensor, X=None, output: int = 0) 
     return probe.directional_sign(v, X, output)
 
 
-def _top_eigh(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_eigh(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k eigenpairs of symmetric A [..., d, d]: values [..., k] descending, vectors [..., k, d] as rows, each
     vector's largest-magnitude entry made positive so results do not depend on the eigensolver's sign choice."""
     values, vectors = torch.linalg.eigh((A + A.transpose(-1, -2)) / 2)
@@ -836,7 +836,7 @@ def fit_rfm_layers(
     if X_train.shape[0] != X_val.shape[0] or X_train.shape[2] != X_val.shape[2]:
         raise RFMError(f"X_train {list(X_train.shape)} and X_val {list(X_val.shape)} disagree on layers or width")
     L, n, d = X_train.shape
-    targets = _encode_targets(y_train, y_val, task, one_vs_rest, n_classes, device, dtype)
+    targets = encode_targets(y_train, y_val, task, one_vs_rest, n_classes, device, dtype)
     if targets.Y.shape[0] != n or targets.Y_val.shape[0] != X_val.shape[1]:
         raise RFMError(
             f"{n} training / {X_val.shape[1]} validation inputs but {targets.Y.shape[0]} / "
@@ -886,7 +886,7 @@ def fit_rfm_layers(
     if not torch.isfinite(best_score).all():
         raise RFMError("some probes got no finite validation score (NaN features or constant targets?)")
 
-    values, vectors = _top_eigh(kept["agop"], k)  # [L, P, k], [L, P, k, d]
+    values, vectors = top_eigh(kept["agop"], k)  # [L, P, k], [L, P, k, d]
     slope = (vectors * kept["mean_grad"][:, :, :1, :]).sum(-1)  # directional derivative of output 0
     vectors = vectors * torch.where(slope < 0, -1.0, 1.0).unsqueeze(-1)
     probes = None

@@ -19,6 +19,7 @@ LAYERS = [
     ("studio.audiocraft",),  # audiocraft checkpoints -> transformers folders, for the loader above
     ("studio.model",),  # loading MusicGen, and its facts
     ("probes.rfm",),  # formats: an RFM probe ...
+    ("probes.directions",),  # ... the other ways to find directions, and the names a bank records ...
     ("probes.bank",),  # ... and a concept bank file
     ("studio.schedules", "studio.sampling", "studio.melody"),
     ("studio.recipe",),

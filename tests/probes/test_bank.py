@@ -108,6 +108,18 @@ def test_round_trip_is_exact(bank, saved):
     assert meta["sha256"] == hashlib.sha256((saved / TENSORS_FILE).read_bytes()).hexdigest()
 
 
+def test_the_method_is_recorded_and_a_bank_without_one_is_an_rfm_bank(saved):
+    meta = json.loads((saved / META_FILE).read_text())
+    assert meta["method"] == "rfm"
+    del meta["method"]  # as banks saved before methods existed
+    (saved / META_FILE).write_text(json.dumps(meta))
+    assert ConceptBank.load(saved).method == "rfm"
+    meta["method"] = "svm"
+    (saved / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(BankError, match="has method 'svm'; expected one of rfm, mean-diff, pca, linear, logistic"):
+        ConceptBank.load(saved)
+
+
 @pytest.mark.parametrize(
     "field,value",
     [

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from probes.bank import POOLINGS
 from probes.cluster import add_ray_argument, connect, without_ray
+from probes.directions import METHODS, ONE_DIRECTION
 from probes.evaluate.cli import add_eval_arguments, run_eval
 from probes.rfm import check_hparams
 from probes.starter import DEFAULT_MINUTES, STARTER
@@ -54,7 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--instruments", nargs="+", type=_int_or_name, help="GM programs or names (default: all)")
     train.add_argument("--octaves", nargs="+", type=int, help="notes only: scientific octaves, 4 holds middle C")
     train.add_argument("--max-per-class", type=int, help="seeded cap on clips per class")
-    train.add_argument("--components", type=int, default=4, help="eigenvectors kept per layer and class (K >= 4)")
+    train.add_argument(
+        "--method",
+        default="rfm",
+        choices=METHODS,
+        help="how the directions are found from the activations: RFM probes' AGOP eigenvectors (the default), the "
+        "difference of class means, principal axes, ridge or logistic regression weights (one cache serves all)",
+    )
+    train.add_argument(
+        "--components",
+        type=int,
+        default=None,
+        help="directions kept per layer and class: at least 4 (default 4) for rfm and pca; the other methods have one",
+    )
     train.add_argument("--readout-layer", default="best", help="'best' or a layer index (one of --layers)")
     train.add_argument(
         "--layers",
@@ -170,19 +183,19 @@ def run_train(args) -> int:
     from probes.train import BANDWIDTH_MULTIPLES, TrainOptions, train_concept_bank
     from studio.model import load_model
 
-    if args.components < 4:
-        raise InputError(f"--components must be at least 4, got {args.components}")
+    components = _components(args.method, args.components)
     readout = int(args.readout_layer) if args.readout_layer.isdigit() else args.readout_layer
     if readout != "best" and not isinstance(readout, int):
         raise InputError(f"--readout-layer must be 'best' or a layer index, got '{args.readout_layer}'")
     layers = _layer_list(args.layers)
     hparams = _search_hparams(args)
-    same_name = ("instruments", "octaves", "max_per_class", "seed", "pooling", "components", "cache_dir", "device")
+    same_name = ("instruments", "octaves", "max_per_class", "seed", "pooling", "method", "cache_dir", "device")
     with connect(args.ray) as cluster:  # first: an unreachable cluster is reported before a model loads
         loaded = load_model(args.model, device=args.device)
-        _check_against_model(args, loaded, layers, readout)  # before any clip is rendered
+        _check_against_model(loaded, layers, readout, components)  # before any clip is rendered
         options = TrainOptions(
             **{name: getattr(args, name) for name in same_name},
+            components=components,
             readout_layer=readout,
             layers=layers,
             bandwidth_multiples=tuple(args.bandwidth_multiples or BANDWIDTH_MULTIPLES),
@@ -314,7 +327,21 @@ def _search_hparams(args) -> dict:
     return hparams
 
 
-def _check_against_model(args, loaded, layers: tuple[int, ...] | None, readout: int | str) -> None:
+def _components(method: str, components: int | None) -> int:
+    """K for --method: at least 4 (default 4) where the method has K directions, 1 where it has one."""
+    if method in ONE_DIRECTION:
+        if components not in (None, 1):
+            raise InputError(
+                f"--method {method} finds one direction per layer and class; leave --components out, got {components}"
+            )
+        return 1
+    components = 4 if components is None else components
+    if components < 4:
+        raise InputError(f"--components must be at least 4 for --method {method}, got {components}")
+    return components
+
+
+def _check_against_model(loaded, layers: tuple[int, ...] | None, readout: int | str, components: int) -> None:
     """Refuse layers, readout layer and component counts the model cannot have."""
     top = loaded.num_layers - 1
     if layers is not None and (layers[0] < 0 or layers[-1] > top):
@@ -329,10 +356,10 @@ def _check_against_model(args, loaded, layers: tuple[int, ...] | None, readout: 
                 f"--readout-layer {readout} is not among --layers ({' '.join(map(str, layers))}); "
                 f"add it there or use 'best'"
             )
-    if args.components > loaded.hidden_size:
+    if components > loaded.hidden_size:
         raise InputError(
             f"--components must be at most the hidden size of {loaded.model_id} "
-            f"({loaded.hidden_size}), got {args.components}"
+            f"({loaded.hidden_size}), got {components}"
         )
 
 

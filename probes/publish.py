@@ -139,6 +139,7 @@ def card_metadata(bank: ConceptBank) -> dict:
         "layers": list(bank.layers),
         "readout_layer": int(bank.readout_layer),
         "val_metric": bank.val_metric,
+        "method": bank.method,
         "model_signature": {
             "model_id": model_id,
             "config_hash": bank.signature.config_hash,
@@ -156,6 +157,12 @@ def model_card(bank: ConceptBank, spec: str, has_plot: bool) -> str:
     plot = f"\n![Validation {metric} by layer]({sub + '/' if sub else ''}{PLOTS[0]})\n" if has_plot else ""
     command = bank.command or "not recorded (the bank was made before MusicRFM Studio recorded it)"
     kind = "regression (one direction set for the value)" if bank.val_metric == "r2" else "one-vs-rest per class"
+    holds = (
+        f"the top {bank.num_components} eigenvectors of the AGOP of an RFM probe ({kind})"
+        if bank.method == "rfm"
+        else f"{bank.num_components} direction(s) found by the `{bank.method}` method ({kind}; see MusicRFM Studio's "
+        f"probes/directions.py)"
+    )
     front = yaml.safe_dump(card_metadata(bank), sort_keys=False, allow_unicode=True)
     settings = (
         f"Hyper-parameters (a list was searched: each probe kept its best value on the validation split):\n\n```yaml\n"
@@ -170,7 +177,7 @@ def model_card(bank: ConceptBank, spec: str, has_plot: bool) -> str:
 
 A MusicRFM Studio concept bank: steering directions for the **{bank.concept}** concept inside the decoder of
 {bank.signature.describe()}. For every trained decoder layer and class
-it holds the top {bank.num_components} eigenvectors of the AGOP of an RFM probe ({kind}), and a readout probe at
+it holds {holds}, and an RFM readout probe at
 layer {bank.readout_layer}. It is two files and no code: `bank.json` and `bank.safetensors` (no pickle).
 
 Classes ({len(bank.classes)}): {", ".join(f"`{c}`" for c in bank.classes)}.

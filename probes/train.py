@@ -1,6 +1,8 @@
 """The whole probes pipeline for one concept: SynTheory clips -> pooled activations -> RFM probes -> ConceptBank.
 
-``train_concept_bank`` runs it on a loaded model; ``build_bank`` is its last step, from activations to a bank.
+``train_concept_bank`` runs it on a loaded model; ``build_bank`` is its last step, from activations to a bank. The
+directions come from RFM probes or, with another ``method``, from probes/directions.py, on the same cached
+activations (their cache key does not name the method); the readout probe is an RFM probe either way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from probes.activations import cached_activations
 from probes.bank import POOLINGS, REGRESSION_CLASSES, ConceptBank, check_layers
+from probes.directions import check_method, fit_directions
 from probes.rfm import DEFAULT_HPARAMS, LayerFits, concat_layers, fit_rfm, fit_rfm_layers
 from probes.syntheory import load_concept
 from studio.errors import BankError, RFMError
@@ -39,7 +42,8 @@ class TrainOptions:
     val_fraction: float = 0.25
     seed: int = 0
     pooling: str = "mean"
-    components: int = 4  # K eigenvectors kept per (layer, class)
+    method: str = "rfm"  # how the directions are found: one of probes.directions.METHODS
+    components: int = 4  # K directions kept per (layer, class); 1 for the methods with one direction
     readout_layer: int | str = "best"  # "best" or one of `layers`
     layers: tuple[int, ...] | None = None  # decoder layers to train probes on; None: all
     bandwidth_multiples: tuple[float, ...] = BANDWIDTH_MULTIPLES
@@ -92,7 +96,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         on_done=options.tick("render"),
         cluster=options.cluster,
     )
-    log.info("%s: %d clips, %d classes", concept, len(data.labels), len(data.classes))
+    log.info("%s: %d clips, %d classes, %s directions", concept, len(data.labels), len(data.classes), options.method)
     cache_dir = options.cache_dir or Path(".cache") / "activations"
     acts = cached_activations(
         loaded,
@@ -126,6 +130,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         data.labels[val],
         loaded.signature,
         k=options.components,
+        method=options.method,
         pooling=options.pooling,
         readout_layer=options.readout_layer,
         hparams=hparams,
@@ -148,6 +153,7 @@ def build_bank(
     signature: ModelSignature,
     *,
     k: int = 4,
+    method: str = "rfm",
     pooling: str = "mean",
     readout_layer: int | str = "best",
     hparams: dict | None = None,
@@ -162,12 +168,14 @@ def build_bank(
 
     Classification: y are class indices into ``classes`` (C >= 2); per layer and class a one-vs-rest RFM probe gives
     the top-k AGOP eigenvectors and the validation AUC. Regression (``classes == ["value"]``): y are float values, one
-    regression probe per layer, scored by R^2. ``layers``: the decoder layers to train (default all); the others are
-    left untrained (see the module docstring). The readout probe (multiclass, or regression) is fitted at
-    ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean validation score (the
-    earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
+    regression probe per layer, scored by R^2. Another ``method`` gives its own directions and scores instead of the
+    probes' (probes/directions.py; k is 1 for the methods with one direction). ``layers``: the decoder layers to train
+    (default all); the others are left untrained (see the module docstring). The readout probe (multiclass, or
+    regression) is fitted at ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean
+    validation score (the earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
     ``probes.rfm.DEFAULT_HPARAMS``. ``on_done``: see ``probes.rfm.fit_rfm_layers``. ``cluster``
-    (probes.cluster.Cluster): each layer's probes are fitted by a Ray task, the same fit as that layer's slice here.
+    (probes.cluster.Cluster): each layer's RFM probes are fitted by a Ray task, the same fit as that layer's slice here;
+    the other methods' directions, a few matrix products per layer, are computed here.
     """
     classes = [str(c) for c in classes]
     regression = classes == REGRESSION_CLASSES
@@ -180,6 +188,7 @@ def build_bank(
         raise BankError(f"class names must be unique, got {classes}")
     if pooling not in POOLINGS:
         raise BankError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    check_method(method)
     acts_train, acts_val = torch.as_tensor(acts_train), torch.as_tensor(acts_val)
     expected = (signature.num_layers, signature.hidden_size)
     for name, acts in (("acts_train", acts_train), ("acts_val", acts_val)):
@@ -198,9 +207,12 @@ def build_bank(
     fit_args = dict(task=task, n_classes=None if regression else len(classes), device=device, **hparams)
     index = list(layers)
     try:
+        data = (acts_train[index], y_train, acts_val[index], y_val)
         fit = functools.partial(fit_rfm_layers, one_vs_rest=True, k=k, **fit_args)
-        if cluster is None:
-            fits = fit(acts_train[index], y_train, acts_val[index], y_val, progress=progress, on_done=on_done)
+        if method != "rfm":  # a few matrix products per layer: here, with or without a cluster
+            fits = fit_directions(method, *data, task=task, n_classes=fit_args["n_classes"], k=k, device=device)
+        elif cluster is None:
+            fits = fit(*data, progress=progress, on_done=on_done)
         else:
             fits = concat_layers(
                 cluster.map(
@@ -232,6 +244,7 @@ def build_bank(
         eigenvalues=eigenvalues,
         val_metric=fits.val_metric,
         layers=layers,
+        method=method,
     )
     bank.validate()
     return bank
@@ -244,13 +257,16 @@ def _fit_slice(data: tuple, fit: Callable) -> LayerFits:
 
 def _scatter_layers(fits, layers: tuple[int, ...], num_layers: int):
     """Per-layer results of the trained layers placed at their layer indices: val_score (NaN elsewhere), directions and
-    eigenvalues (zero elsewhere)."""
+    eigenvalues (zero elsewhere; None when the method has none)."""
     index = list(layers)
     P, K, d = fits.directions.shape[1:]
     val_score = torch.full((num_layers, P), float("nan"))
     directions = torch.zeros(num_layers, P, K, d)
+    val_score[index], directions[index] = fits.val_score, fits.directions
+    if fits.eigenvalues is None:
+        return val_score, directions, None
     eigenvalues = torch.zeros(num_layers, P, K)
-    val_score[index], directions[index], eigenvalues[index] = fits.val_score, fits.directions, fits.eigenvalues
+    eigenvalues[index] = fits.eigenvalues
     return val_score, directions, eigenvalues
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from bench.workloads import random_bank
 from probes.bank import ConceptBank
+from probes.publish import model_card
 from studio.model import ModelSignature
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +94,7 @@ def test_dry_run_writes_the_bank_its_plots_and_a_model_card(chords, tmp_path):
         and "![Validation AUC by layer](auc_by_layer.png)" in body
     )
     assert "n_train: 90" in body and "reg: 0.001" in body  # the SynTheory subset and the RFM settings
+    assert meta["method"] == "rfm" and "the top 4 eigenvectors of the AGOP of an RFM probe" in body
 
 
 def test_dry_run_into_a_subfolder_and_a_bank_without_plots_or_command(tiny, tmp_path):
@@ -107,6 +109,14 @@ def test_dry_run_into_a_subfolder_and_a_bank_without_plots_or_command(tiny, tmp_
     assert "base_model" not in meta and meta["model_signature"]["model_id"] == "tiny"  # not a Hub model id
     assert meta["layers"] == [0, 1, 2, 3] and "not recorded" in body and "![" not in body
     assert '"bank": "hf://me/banks/tiny/notes"' in body
+
+
+def test_the_card_of_a_bank_made_by_another_method_names_it():
+    bank = random_bank(SMALL, classes=["C", "D"], components=1, probe_points=8)
+    bank.method = "mean-diff"
+    meta, body = front_matter(model_card(bank, "hf://me/notes", has_plot=False))
+    assert meta["method"] == "mean-diff" and "AGOP" not in body
+    assert "it holds 1 direction(s) found by the `mean-diff` method (one-vs-rest per class;" in " ".join(body.split())
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ which is the same idea read off a non-linear probe.
 
 Score. RFM's is its probe's validation AUC (R^2 for regression). A direction alone has no probe, so here the score is
 the validation AUC of the projection onto the first direction (regression: the R^2 of the value predicted by a line
-through that projection, the line fitted on the training split). It measures how well one line separates the class;
-RFM's probe uses a non-linear function of the whole layer, so RFM's scores are an upper bound in kind, not the same
+through that projection, the line fitted on the training split). It measures how well one line separates the class,
+where RFM's measures a non-linear function of the whole layer: the same kind of number on the same split, not the same
 measure.
 """
 
@@ -38,7 +38,7 @@ from studio.errors import BankError, RFMError
 
 METHODS = ("rfm", "mean-diff", "pca", "linear", "logistic")
 ONE_DIRECTION = ("mean-diff", "linear", "logistic")  # the others keep K directions per layer and class
-RIDGE = 0.1  # the ridge penalty as a share of the mean variance per dimension: the same strength on every layer's scale
+RIDGE = 0.1  # the ridge penalty over the centred Gram matrix's mean diagonal: one strength for every layer's scale
 LOGISTIC_L2 = 0.1  # the L2 penalty on the weights of activations scaled to unit mean variance (as RIDGE, scale-free)
 LOGISTIC_STEPS = 300
 

@@ -166,7 +166,7 @@ def load_banks(bank: str | None, model_id: str, concepts: list[str]) -> dict[str
 
 
 def check_for_banks(recipe: Recipe, banks: dict[str, ConceptBank], signature: ModelSignature | None = None) -> None:
-    """Refuse concepts without a bank, classes the bank lacks, eigenvector components it does not keep and layers it
+    """Refuse concepts without a bank, classes the bank lacks, direction components it does not keep and layers it
     has no trained probes on; with `signature`, banks made for another model too."""
     for concept in recipe.concepts():
         if concept in banks and signature is not None:
@@ -186,7 +186,7 @@ def check_for_banks(recipe: Recipe, banks: dict[str, ConceptBank], signature: Mo
             fail(
                 f"controls[{i}].component",
                 f"must be below {components} (the bank keeps {components} "
-                f"eigenvectors per class), got {control.component}",
+                f"{'direction' if components == 1 else 'directions'} per class), got {control.component}",
             )
         _check_trained_layers(control, f"controls[{i}].layers", bank)
     if recipe.readout:

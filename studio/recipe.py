@@ -140,7 +140,7 @@ class Control(JsonData):
     concept: str = spec(read=string)
     class_name: str = spec(read=string, key="class")
     strength: float = spec(read=_strength)
-    component: int = spec(0, read=integer(0))  # which AGOP eigenvector (0 = largest)
+    component: int = spec(0, read=integer(0))  # which direction of the class (0: first; RFM's largest AGOP eigenvector)
     schedule: Schedule = spec(Constant(1.0), read=read_schedule)
     layers: LayerSpec = spec(LayerSpec(), read=read_layer_spec)
     gate_p: float = spec(0.3, read=number(0.0, 1.0, low_open=True))  # chance that it acts at a (step, layer)

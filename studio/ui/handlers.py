@@ -309,9 +309,10 @@ class Handlers:
         if concept not in self.studio.banks:
             return "No bank selected.", None
         bank = self.studio.banks[concept]
+        directions = f"{bank.num_components} {bank.method} direction{'' if bank.num_components == 1 else 's'}"
         info = (
             f"**{bank.concept}**: {len(bank.classes)} classes ({', '.join(bank.classes[:12])}"
-            f"{'…' if len(bank.classes) > 12 else ''}), {bank.num_components} eigenvectors per class, "
+            f"{'…' if len(bank.classes) > 12 else ''}), {directions} per class, "
             f"probes on {bank.describe_layers()}, readout at layer {bank.readout_layer}; trained on "
             f"{bank.dataset.get('n_train', '?')} clips. From: {_escape(self.studio.origins.get(concept, '?'))}."
         )

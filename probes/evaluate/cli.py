@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 from probes.cluster import add_ray_argument, connect
+from probes.directions import METHODS
 
 from .conditions import PAPER_GATES, PAPER_LAYER_MODES, PAPER_STRENGTHS, SWEEPS
-from .runner import DEFAULT_PROMPTS, EXPERIMENTS, EvalSettings
+from .runner import DEFAULT_EXPERIMENTS, DEFAULT_PROMPTS, EXPERIMENTS, EvalSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,20 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="generation seeds (also seed the gates)")
     add("--seconds", type=float, default=10.0, help="clip length")
     add("--guidance-scale", type=float, default=3.0)
-    add("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
+    add(
+        "--experiments",
+        nargs="+",
+        choices=EXPERIMENTS,
+        help=f"default: {' '.join(DEFAULT_EXPERIMENTS)}; with --methods alone: methods",
+    )
+    add(
+        "--methods",
+        nargs="*",
+        choices=METHODS,
+        metavar="METHOD",
+        help=f"the methods experiment: steer with the directions of each method ({', '.join(METHODS)}; none named: "
+        "all), RFM's first four one by one, each method's bank trained on the --bank bank's data into <out>/banks",
+    )
     add(
         "--sweep",
         default="paper",
@@ -101,7 +115,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         layer_modes=args.layer_modes,
         gates=args.gates,
         sweep=args.sweep,
-        experiments=list(dict.fromkeys(args.experiments)),
+        experiments=_experiments(args),
+        methods=list(args.methods or METHODS),
         crossfade=args.crossfade,
         crossfade_strength=args.crossfade_strength,
         crossfade_span_s=args.crossfade_span,
@@ -119,23 +134,36 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     )
 
 
+def _experiments(args: argparse.Namespace) -> list[str]:
+    """--experiments as given (the defaults when not), with methods added when --methods is given; --methods alone
+    runs only the methods experiment."""
+    asked = args.experiments or ([] if args.methods is not None else list(DEFAULT_EXPERIMENTS))
+    return list(dict.fromkeys(asked + (["methods"] if args.methods is not None else [])))
+
+
 def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None or value == "" else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _sweep_lines(sweep: dict) -> list[str]:
-    """The sweep table (condition names carry the K a top-K used), then one line per merge of identical conditions.
-    The dsp column is the DSP accuracy, or the mean measured tempo (BPM) for tempos without --target-bpm; b-p the
-    accuracy of what basic-pitch transcribes (notes and chords)."""
-    lines = [f"{'condition':<28} {'probe':>6} {'95% CI':>13} {'dsp':>6} {'b-p':>6} {'clap':>6} {'FD':>9} {'MMD2':>9}"]
-    for row in sweep["table"]:
+def _condition_lines(table: list[dict]) -> list[str]:
+    """A table of conditions (the sweep's, or the methods experiment's). The dsp column is the DSP accuracy, or the
+    mean measured tempo (BPM) for tempos without --target-bpm; b-p the accuracy of what basic-pitch transcribes (notes
+    and chords)."""
+    lines = [f"{'condition':<30} {'probe':>6} {'95% CI':>13} {'dsp':>6} {'b-p':>6} {'clap':>6} {'FD':>9} {'MMD2':>9}"]
+    for row in table:
         ci = f"[{_fmt(row.get('probe_acc_low'), 2)},{_fmt(row.get('probe_acc_high'), 2)}]"
         lines.append(
-            f"{row['condition']:<28} {_fmt(row.get('probe_acc', row.get('probe_value'))):>6} {ci:>13} "
+            f"{row['condition']:<30} {_fmt(row.get('probe_acc', row.get('probe_value'))):>6} {ci:>13} "
             f"{_fmt(row.get('dsp_acc', row.get('dsp_value'))):>6} {_fmt(row.get('bp_acc')):>6} "
             f"{_fmt(row.get('clap')):>6} "
             f"{_fmt(row['fd_acts'], 4):>9} {_fmt(row['mmd_acts'], 4):>9}"
         )
+    return lines
+
+
+def _sweep_lines(sweep: dict) -> list[str]:
+    """The sweep table (condition names carry the K a top-K used), then one line per merge of identical conditions."""
+    lines = _condition_lines(sweep["table"])
     for mode, k in sweep.get("clamped", {}).items():
         lines.append(f"{mode} asks for more layers than the model steers: run with k={k}")
     for merge in sweep.get("merged", []):
@@ -178,6 +206,9 @@ def format_summary(summary: dict) -> str:
                 f"multi {row['pair']:<20} {row['concept']:<8} acc {_fmt(row.get('probe_acc'))} "
                 f"(baseline {_fmt(row.get('baseline_probe_acc'))}), FD {_fmt(row['fd_acts'], 4)}"
             )
+    if "methods" in summary:
+        lines.append("direction methods (method #direction), all judged by the --bank bank's readout probe:")
+        lines += _condition_lines(summary["methods"]["table"])
     if summary["clap"]["status"] != "ok":
         lines.append(f"CLAP skipped: {summary['clap']['reason']}")
     clips = summary["clips"]

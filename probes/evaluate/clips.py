@@ -54,26 +54,44 @@ def bank_digest(bank) -> str:
 
 
 class ClipStore:
-    """Render-or-reuse for one model and its banks under `root`."""
+    """Render-or-reuse for one model under `root`. A recipe steers with the banks registered for its ``bank`` field:
+    `banks` for `bank_field` (the run's --bank), and any others added by ``add_banks`` (the methods experiment's)."""
 
-    def __init__(self, root: str | Path, loaded, banks: dict):
+    def __init__(self, root: str | Path, loaded, banks: dict, bank_field: str | None = None):
         self.root = Path(root)
         self.loaded = loaded
-        self.banks = banks
-        self._digests = {concept: bank_digest(bank) for concept, bank in banks.items()}
+        self._banks: dict[str | None, dict] = {}  # a recipe's bank field -> {concept: ConceptBank}
+        self._digests: dict[str | None, dict[str, str]] = {}
+        self.add_banks(bank_field, banks)
         self.rendered = 0
         self.reused = 0
         self.on_cluster = 0
         self._from_cluster: set[Path] = set()  # rendered on the cluster by this run, not yet read
 
+    def add_banks(self, bank_field: str | None, banks: dict) -> None:
+        """Steer the recipes whose ``bank`` field is `bank_field` with `banks` ({concept: ConceptBank})."""
+        self._banks[bank_field] = banks
+        self._digests[bank_field] = {concept: bank_digest(bank) for concept, bank in banks.items()}
+
+    def bank_set(self, bank_field: str | None) -> dict | None:
+        """{concept: bank} registered for `bank_field`, or None."""
+        return self._banks.get(bank_field)
+
+    def _digests_of(self, recipe: Recipe) -> dict[str, str]:
+        """{concept: digest} of the banks `recipe` steers with."""
+        if recipe.bank not in self._digests:
+            raise EvaluationError(f"no banks were loaded for the recipe's bank {recipe.bank!r}")
+        return self._digests[recipe.bank]
+
     def key(self, recipe: Recipe) -> str:
         """16 hex of sha256 over model signature, recipe (model field as loaded) and the used banks' digests."""
         as_run = {**recipe.to_dict(), "model": self.loaded.model_id}
+        digests = self._digests_of(recipe)
         payload = {
             "model": self.loaded.signature.__dict__,
             "dtype": str(self.loaded.dtype),
             "recipe": as_run,
-            "banks": {c: self._digests[c] for c in recipe.concepts() if c in self._digests},
+            "banks": {c: digests[c] for c in recipe.concepts() if c in digests},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -96,7 +114,7 @@ class ClipStore:
             self._from_cluster.discard(wav)
             self.rendered, self.reused = self.rendered + fresh, self.reused + (not fresh)
             return StoredClip(audio, rate, record, wav, not fresh)
-        audio, rate, record = render_recipe(self.loaded, (recipe, wav.name), self.banks)
+        audio, rate, record = render_recipe(self.loaded, (recipe, wav.name), self._banks)
         self._save(wav, audio, rate, record)
         self.rendered += 1
         return StoredClip(audio, rate, record, wav, False)
@@ -123,7 +141,7 @@ class ClipStore:
             describe=lambda wav: f"{wav.relative_to(self.root)} (recipe {json.dumps(todo[wav].to_dict())})",
             payload=lambda wav: (todo[wav], wav.name),
             model=ModelSpec.of(self.loaded),
-            shared=self.banks,
+            shared=self._banks,
             on_result=save,
         )
 
@@ -134,8 +152,10 @@ class ClipStore:
         write_json(wav.with_suffix(".json"), record)  # last: a clip counts as stored once its record exists
 
 
-def render_recipe(loaded, item: tuple[Recipe, str], banks: dict) -> tuple[np.ndarray, int, dict]:
-    """Generate (recipe, file name): the audio, its rate and its render record. Also a cluster task."""
+def render_recipe(loaded, item: tuple[Recipe, str], bank_sets: dict) -> tuple[np.ndarray, int, dict]:
+    """Generate (recipe, file name) with the banks `bank_sets` holds for the recipe's bank field: the audio, its rate
+    and its render record. Also a cluster task."""
     recipe, name = item
+    banks = bank_sets[recipe.bank]
     result = generate(loaded, recipe, banks={c: banks[c] for c in recipe.concepts()})
     return result.audio, result.sample_rate, result.record(audio_file=name)

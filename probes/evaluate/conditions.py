@@ -70,13 +70,14 @@ class Condition:
     def name(self) -> str:
         return f"s{self.strength:g}-{self.layers}-p{self.gate_p:g}"
 
-    def control(self, concept: str, target: str, num_layers: int) -> dict:
-        """The recipe's control object steering `concept` towards class `target` (component 0, constant schedule)."""
+    def control(self, concept: str, target: str, num_layers: int, component: int = 0) -> dict:
+        """The recipe's control object steering `concept` towards class `target` along the class's direction
+        `component` (0: the first), with a constant schedule."""
         return {
             "concept": concept,
             "class": target,
             "strength": self.strength,
-            "component": 0,
+            "component": component,
             "schedule": {"kind": "constant", "value": 1.0},
             "layers": layer_spec(self.layers, num_layers),
             "gate_p": self.gate_p,
@@ -108,10 +109,7 @@ def sweep_conditions(strengths, layer_modes, gates, sweep: str = "paper") -> lis
     if sweep == "product":
         conditions = [Condition(s, m, p) for s in strengths for m in layer_modes for p in gates]
     elif sweep == "paper":
-        base = [
-            value if value in options else options[0]
-            for value, options in zip(PAPER_DEFAULT, (strengths, layer_modes, gates))
-        ]
+        base = paper_base(strengths, layer_modes, gates)
         conditions = (
             [Condition(s, base[1], base[2]) for s in strengths]
             + [Condition(base[0], m, base[2]) for m in layer_modes]
@@ -120,6 +118,15 @@ def sweep_conditions(strengths, layer_modes, gates, sweep: str = "paper") -> lis
     else:
         raise EvaluationError(f"unknown sweep {sweep!r}; use one of {', '.join(SWEEPS)}")
     return list(dict.fromkeys(conditions))
+
+
+def paper_base(strengths, layer_modes, gates) -> tuple[float, str, float]:
+    """(strength, layer mode, gate p) around which a paper sweep varies: each the paper's default when its list holds
+    it, else the list's first entry."""
+    return tuple(
+        value if value in options else options[0]
+        for value, options in zip(PAPER_DEFAULT, (list(strengths), list(layer_modes), list(gates)))
+    )
 
 
 @dataclass(frozen=True)

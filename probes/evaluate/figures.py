@@ -7,6 +7,8 @@ How to read them:
   no other beats on both axes. The star is the unsteered baseline (its accuracy is the chance that unsteered audio
   already reads as the target).
 - Pareto (control vs CLAP): the same with CLAP prompt similarity on x; up and right is better.
+- Methods (control vs drift): the same axes, one line per direction method and direction ("rfm #1": RFM's second
+  AGOP eigenvector), its markers joined in order of strength.
 - Crossfade: the readout probabilities of the outgoing and incoming class over time (mean over clips, band = 95%
   interval), with the scheduled (dotted) and the measured (dashed) crossover times.
 - Interference: cosine between the two concepts' steering directions at every decoder layer; near 0 the two controls
@@ -15,7 +17,7 @@ How to read them:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -86,28 +88,30 @@ def pareto_figure(
     minimize_x: bool,
     title: str,
     y_range: tuple[float, float] | None = None,
+    series: Callable[[dict], str] | None = None,
+    legend_title: str = "layers, gate (label: strength)",
 ) -> go.Figure:
-    """Scatter of condition rows (dicts with `x`, `y`, strength, layers, gate_p, condition) with their Pareto front,
-    each marker labelled with its strength; `y_range` fixes the y axis (accuracies: 0..1)."""
+    """Scatter of condition rows (dicts with `x`, `y`, strength, gate_p, condition) with their Pareto front, each
+    marker labelled with its strength; `y_range` fixes the y axis (accuracies: 0..1). One trace per layer mode and
+    gate p, the symbol saying the gate; or one per `series(row)`, its markers joined in order of strength."""
     fig = go.Figure()
     gates = sorted({row["gate_p"] for row in conditions}, reverse=True)
-    for mode in dict.fromkeys(row["layers"] for row in conditions):
-        for gate in gates:
-            rows = [r for r in conditions if r["layers"] == mode and r["gate_p"] == gate]
-            if not rows:
-                continue
-            fig.add_trace(
-                go.Scatter(
-                    x=[r[x] for r in rows],
-                    y=[r[y] for r in rows],
-                    mode="markers",
-                    name=f"{mode}, p={gate:g}",
-                    marker=dict(size=10, symbol=_SYMBOLS[gates.index(gate) % len(_SYMBOLS)]),
-                    error_y=_errors(rows, y),
-                    text=[r["condition"] for r in rows],
-                    hovertemplate="%{text}<br>" + x_title + " %{x:.4g}<br>" + y_title + " %{y:.3f}<extra></extra>",
-                )
+    traces: dict[str, list[dict]] = {}
+    for row in sorted(conditions, key=lambda r: r["strength"]) if series else conditions:
+        traces.setdefault(series(row) if series else f"{row['layers']}, p={row['gate_p']:g}", []).append(row)
+    for name, rows in traces.items():
+        fig.add_trace(
+            go.Scatter(
+                x=[r[x] for r in rows],
+                y=[r[y] for r in rows],
+                mode="lines+markers" if series else "markers",
+                name=name,
+                marker=dict(size=10, symbol=[_SYMBOLS[gates.index(r["gate_p"]) % len(_SYMBOLS)] for r in rows]),
+                error_y=_errors(rows, y),
+                text=[r["condition"] for r in rows],
+                hovertemplate="%{text}<br>" + x_title + " %{x:.4g}<br>" + y_title + " %{y:.3f}<extra></extra>",
             )
+        )
     fig.add_trace(_strength_labels(list(conditions), baseline, x, y))
     front = pareto_front([r[x] for r in conditions], [r[y] for r in conditions], minimize_x)
     if front:
@@ -135,7 +139,7 @@ def pareto_figure(
         xaxis_title=x_title,
         yaxis_title=y_title,
         template="plotly_white",
-        legend_title_text="layers, gate (label: strength)",
+        legend_title_text=legend_title,
     )
     fig.update_xaxes(exponentformat="e")  # tiny drifts read 8e-14, not "80f"
     if y_range is not None:

@@ -9,6 +9,7 @@ from probes import transcribe
 
 from .clap import ClapScorer
 from .crossfade import crossfade_jobs, run_crossfade
+from .methods import methods_jobs, run_methods
 from .multi import multi_jobs, run_multi
 from .report import write_csv
 from .runner import Context, EvalSettings, check_settings, describe_run
@@ -17,8 +18,9 @@ from .sweep import run_sweep, sweep_jobs
 log = logging.getLogger(__name__)
 
 JUDGE = "basic-pitch 0.4.0 (ICASSP 2022, ONNX) on notes and chords clips"
-RUNNERS = {"sweep": run_sweep, "crossfade": run_crossfade, "multi": run_multi}
-JOBS = {"sweep": sweep_jobs, "crossfade": crossfade_jobs, "multi": multi_jobs}  # the clips each experiment renders
+RUNNERS = {"sweep": run_sweep, "crossfade": run_crossfade, "multi": run_multi, "methods": run_methods}
+# the clips each experiment renders
+JOBS = {"sweep": sweep_jobs, "crossfade": crossfade_jobs, "multi": multi_jobs, "methods": methods_jobs}
 
 
 def load_banks(settings: EvalSettings, loaded) -> dict:

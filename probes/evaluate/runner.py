@@ -11,6 +11,7 @@ A run writes into one folder:
     crossfade.csv     per clip: scheduled and measured crossover, and the re-encoded first/last third's classes
     crossfade.*       readout over time
     multi.csv, interference.csv, interference.*   the two-concept experiment
+    banks/<method>/<concept>, methods.csv, methods_drift.*   the direction methods side by side (--methods)
     summary.json      the aggregates of every experiment, what was skipped and why, clips rendered and reused
 
 Resuming: clips already in clips/ are reused (see clips.py); everything else is recomputed from them.
@@ -27,6 +28,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from probes.directions import METHODS, check_method
 from studio.errors import EvaluationError
 from studio.recipe import Recipe
 
@@ -38,7 +40,8 @@ from .metrics import drift_against
 
 log = logging.getLogger(__name__)
 
-EXPERIMENTS = ("sweep", "crossfade", "multi")
+EXPERIMENTS = ("sweep", "crossfade", "multi", "methods")
+DEFAULT_EXPERIMENTS = ("sweep", "crossfade", "multi")  # methods trains a bank per direction method: asked for by name
 DEFAULT_PROMPTS = (
     "a calm solo piano piece",
     "an upbeat electronic dance track",
@@ -64,7 +67,8 @@ class EvalSettings:
     layer_modes: list[str] = field(default_factory=lambda: list(PAPER_LAYER_MODES))
     gates: list[float] = field(default_factory=lambda: list(PAPER_GATES))
     sweep: str = "paper"
-    experiments: list[str] = field(default_factory=lambda: list(EXPERIMENTS))
+    experiments: list[str] = field(default_factory=lambda: list(DEFAULT_EXPERIMENTS))
+    methods: list[str] = field(default_factory=lambda: list(METHODS))  # the methods experiment's direction methods
     crossfade: list[str] | None = None  # [n1, n2]; None: the first two targets
     crossfade_strength: float = 0.45
     crossfade_span_s: float | None = None  # seconds of the ramps, centred on the clip's middle; None: the whole clip
@@ -125,7 +129,7 @@ class Context:
         self.bank = banks[settings.concept]
         self.clap = clap
         self.clap_reason = "" if clap else NO_CHECKPOINT_REASON
-        self.store = ClipStore(self.out / "clips", loaded, banks)
+        self.store = ClipStore(self.out / "clips", loaded, banks, settings.bank)
         self.targets = settings.targets or default_targets(self.bank.classes)
         self.drift_layer = self.bank.readout_layer if settings.drift_layer is None else settings.drift_layer
         if not 0 <= self.drift_layer < loaded.num_layers:
@@ -163,17 +167,26 @@ class Context:
             raise EvaluationError(f"the crossfade needs two different classes, got {pair}: give --crossfade N1 N2")
         return pair
 
-    def recipe(self, prompt: str, seed: int, controls: list[dict], readout: dict | None = None) -> Recipe:
+    def recipe(
+        self, prompt: str, seed: int, controls: list[dict], readout: dict | None = None, bank: str | None = None
+    ) -> Recipe:
+        """A recipe of this run; its banks are --bank's unless `bank` names others (see ClipStore.add_banks)."""
         s = self.settings
-        return recipe(s.model, s.bank, prompt, s.seconds, seed, controls, s.guidance_scale, readout)
+        return recipe(s.model, bank or s.bank, prompt, s.seconds, seed, controls, s.guidance_scale, readout)
 
     def prompt_seed_jobs(
-        self, group: str, stem: str, info: dict, controls: list[dict], readout: dict | None = None
+        self,
+        group: str,
+        stem: str,
+        info: dict,
+        controls: list[dict],
+        readout: dict | None = None,
+        bank: str | None = None,
     ) -> list[Job]:
         """One job per (prompt, seed) with the same controls; stems end in -p<prompt index>-s<seed>."""
         return [
             Job(
-                self.recipe(prompt, seed, controls, readout),
+                self.recipe(prompt, seed, controls, readout, bank),
                 group,
                 f"{stem}p{pi}-s{seed}",
                 {**info, "prompt_index": pi, "prompt": prompt, "seed": seed},
@@ -278,6 +291,12 @@ def check_settings(s: EvalSettings) -> None:
         raise EvaluationError(f"--target-bpm must be a positive tempo, got {s.target_bpm:g}")
     if "sweep" in s.experiments:
         sweep_conditions(s.strengths, s.layer_modes, s.gates, s.sweep)
+    if "methods" in s.experiments:
+        if not s.methods or len(set(s.methods)) != len(s.methods):
+            raise EvaluationError(f"--methods needs distinct direction methods, got {s.methods}")
+        for method in s.methods:
+            check_method(method)
+        sweep_conditions(s.strengths, s.layer_modes, s.gates)  # its strengths, layer mode and gate are checked too
 
 
 def describe_run(ctx: Context) -> dict:

@@ -17,14 +17,14 @@ from .runner import Context, Job, Rendered, slug
 log = logging.getLogger(__name__)
 
 
-def _clip_rows(ctx: Context, rendered: Rendered, targets_of) -> list[dict]:
+def target_rows(ctx: Context, rendered: Rendered, targets_of, experiment: str = "sweep") -> list[dict]:
     """One row per (clip, target); `targets_of(i)` lists the targets clip i is judged against. With --target-bpm the
     rows carry it, and tempo clips count as hits within 4% of it."""
     concept, bpm = ctx.settings.concept, ctx.settings.target_bpm
     extra = {} if bpm is None else {"target_bpm": bpm}
     return [
         {
-            "experiment": "sweep",
+            "experiment": experiment,
             **rendered.base_row(i, ctx.out),
             "concept": concept,
             "target": target,
@@ -71,7 +71,7 @@ def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
         log.info("no --target-bpm: the tempo check reports measured tempos (dsp_value) but no accuracy")
 
     baseline = ctx.baseline()
-    clip_rows = _clip_rows(ctx, baseline, lambda i: ctx.targets)
+    clip_rows = target_rows(ctx, baseline, lambda i: ctx.targets)
     table = [
         {
             "condition": "baseline",
@@ -89,7 +89,7 @@ def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
         condition = entry.condition
         jobs = condition_jobs(ctx, condition)
         rendered = ctx.render_and_measure(jobs, condition.name, [concept])
-        rows = _clip_rows(ctx, rendered, lambda i: [rendered.jobs[i].info["target"]])
+        rows = target_rows(ctx, rendered, lambda i: [rendered.jobs[i].info["target"]])
         clip_rows += rows
         per_target = [[i for i, job in enumerate(jobs) if job.info["target"] == t] for t in ctx.targets]
         spec = condition.to_dict(L)["layer_spec"]
@@ -120,13 +120,16 @@ def run_sweep(ctx: Context) -> tuple[list[dict], dict]:
     return clip_rows, summary
 
 
+def accuracy_axis(baseline: dict) -> tuple[str, str, tuple[float, float] | None]:
+    """(column, title, range) of the Pareto plots' y axis: the probe's accuracy, or its value for a regression bank."""
+    if "probe_acc" in baseline:
+        return "probe_acc", "probe accuracy on target", (-0.02, 1.02)
+    return "probe_value", "probe value (regression)", None
+
+
 def _pareto_plots(ctx: Context, table: list[dict]) -> list:
     baseline, conditions = table[0], table[1:]
-    y, y_title, y_range = (
-        ("probe_acc", "probe accuracy on target", (-0.02, 1.02))
-        if "probe_acc" in baseline
-        else ("probe_value", "probe value (regression)", None)
-    )
+    y, y_title, y_range = accuracy_axis(baseline)
     concept = ctx.settings.concept
     files = ctx.figure(
         pareto_figure(

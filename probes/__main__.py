@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--concept", required=True, choices=sorted(CONCEPTS))
     train.add_argument("--out", required=True, help="bank folder to write (bank.safetensors + bank.json + plots)")
     train.add_argument("--instruments", nargs="+", type=_int_or_name, help="GM programs or names (default: all)")
-    train.add_argument("--octaves", nargs="+", type=int, help="notes only: scientific octaves, 4 holds middle C")
+    train.add_argument("--octaves", nargs="+", type=int, help="notes, instruments: octaves (4 holds middle C)")
     train.add_argument("--max-per-class", type=int, help="seeded cap on clips per class")
     train.add_argument(
         "--method",

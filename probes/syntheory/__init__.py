@@ -7,7 +7,8 @@ Typical use (the probes pipeline):
     data.audio      # [48, 128000] float32, 4 s at 32 kHz, peak 1
     data.labels     # [48] int64 indices into data.classes ("C", "C#", ...); float32 BPM for "tempos"
 
-Concepts (CONCEPTS): notes, intervals, scales, chords, progressions, tempos (regression), time_signatures.
+Concepts (CONCEPTS): notes, intervals, scales, chords, progressions, tempos (regression), time_signatures, and our
+instruments (the General MIDI family of the program playing a note: timbre).
 """
 
 from studio.errors import SynTheoryError

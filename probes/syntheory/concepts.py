@@ -1,8 +1,11 @@
-"""The seven SynTheory concepts: their classes, the clips that make them up, and each clip's MIDI.
+"""The seven SynTheory concepts and our eighth, instruments: their classes, the clips that make them up, and each
+clip's MIDI.
 
 Every clip lasts CLIP_SECONDS (4 s). Tonal concepts play at 120 BPM in 4/4 on one General MIDI program each;
 rhythmic concepts (tempos, time signatures) play a click track that starts at a seeded random point of the bar,
-as SynTheory cuts its 4 s windows at random offsets from longer click tracks.
+as SynTheory cuts its 4 s windows at random offsets from longer click tracks. `instruments` (timbre, the paper's open
+question 3) is not in SynTheory: the notes concept's clips labelled by the General MIDI family of their program
+instead of their pitch, so that only timbre tells the classes apart.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import numpy as np
 
 from studio.errors import SynTheoryError
 
-from .instruments import CLICK_SOUNDS, TONAL_CHANNEL, ClickSound, resolve_clicks, resolve_programs
+from .instruments import (
+    CLICK_SOUNDS,
+    GM_FAMILIES,
+    TONAL_CHANNEL,
+    TONAL_PROGRAMS,
+    ClickSound,
+    family,
+    resolve_clicks,
+    resolve_programs,
+)
 from .midi import TICKS_PER_BEAT, NoteEvent, build_midi
 from .theory import (
     INTERVAL_NAMES,
@@ -37,6 +49,10 @@ CLIP_BEATS_AT_TONAL_BPM = CLIP_SECONDS * TONAL_BPM / 60  # 8 beats
 # Scientific octaves of the notes concept: MIDI 0..107 (C-1..B7), SynTheory's range below the soundfont's top.
 NOTE_OCTAVES: tuple[int, ...] = tuple(range(-1, 8))
 INTERVAL_BASE_NOTES: tuple[int, ...] = tuple(range(60, 72))  # C4..B4
+# The instruments concept: the first twelve GM families (piano .. synth pad; the others are effects, ethnic,
+# percussive and sound effects), every pitch class in octaves 3 and 4, where every family's programs sound.
+INSTRUMENT_FAMILIES: tuple[str, ...] = GM_FAMILIES[:12]
+INSTRUMENT_OCTAVES: tuple[int, ...] = (3, 4)
 INTERVAL_STYLES: tuple[str, ...] = ("up", "down", "unison")
 SCALE_DIRECTIONS: tuple[str, ...] = ("up", "down")
 
@@ -79,7 +95,7 @@ class ConceptSpec:
     classes: tuple[str, ...]
     is_regression: bool
     summary: str
-    published_config: str
+    published_config: str | None  # None: not in the published set (instruments is ours)
     rhythmic: bool  # played by click sounds (instruments = click names) rather than GM programs
 
 
@@ -119,6 +135,14 @@ CONCEPTS: dict[str, ConceptSpec] = {
             False,
             "19 four-chord diatonic progressions in every key",
             "simple_progressions",
+            False,
+        ),
+        ConceptSpec(
+            "instruments",
+            INSTRUMENT_FAMILIES,
+            False,
+            "one pitch played four times, labelled by the General MIDI family of its program (12 families)",
+            None,
             False,
         ),
         ConceptSpec(
@@ -188,6 +212,14 @@ def _notes(programs: Sequence[int], octaves: Sequence[int], seed: int) -> Iterab
 
 def _notes_midi(params: dict) -> mido.MidiFile:
     return _tonal_midi(_repeated((params["midi_note"],), 4, 2.0), params["program"])
+
+
+def _instruments(programs: Sequence[int], octaves: Sequence[int], seed: int) -> Iterable[tuple[str, int, dict]]:
+    for octave in octaves:
+        for pitch_class in range(12):
+            for program in programs:
+                params = {"midi_note": 12 * (octave + 1) + pitch_class, "octave": octave, "program": program}
+                yield family(program), program // 8, params
 
 
 def _intervals(programs: Sequence[int], octaves: Sequence[int], seed: int) -> Iterable[tuple[str, int, dict]]:
@@ -367,6 +399,7 @@ class _Construction:
 
 _CONSTRUCTIONS: dict[str, _Construction] = {
     "notes": _Construction(_notes, _notes_midi),
+    "instruments": _Construction(_instruments, _notes_midi),  # the notes' clips, labelled by family
     "intervals": _Construction(_intervals, _intervals_midi),
     "scales": _Construction(_scales, _scales_midi),
     "chords": _Construction(_chords, _chords_midi),
@@ -404,14 +437,17 @@ def list_samples(
 
     instruments: tonal concepts take General MIDI program numbers or names (default: SynTheory's 92 tonal
         programs); tempos and time_signatures take click-sound names (default: all five).
-    octaves: notes only; scientific octaves -1..7 (4 holds middle C = MIDI 60). Default: all nine.
+    octaves: notes and instruments; scientific octaves -1..7 (4 holds middle C = MIDI 60). Default: all nine for
+        notes, 3 and 4 for instruments.
     max_per_class: keep at most this many clips per class, drawn with `seed` (for tempos: in total).
     seed: also places the random 4 s windows of the rhythmic concepts.
     """
     spec = get_concept(concept)
-    if octaves is not None and concept != "notes":
-        raise SynTheoryError(f"octaves apply to the notes concept only, not to {concept!r}; leave octaves unset")
-    octave_list: tuple[int, ...] = NOTE_OCTAVES
+    if octaves is not None and concept not in ("notes", "instruments"):
+        raise SynTheoryError(
+            f"octaves apply to the notes and instruments concepts only, not to {concept!r}; leave octaves unset"
+        )
+    octave_list: tuple[int, ...] = INSTRUMENT_OCTAVES if concept == "instruments" else NOTE_OCTAVES
     if octaves is not None:
         octave_list = tuple(dict.fromkeys(int(octave) for octave in octaves))
         unknown = [octave for octave in octave_list if octave not in NOTE_OCTAVES]
@@ -420,6 +456,8 @@ def list_samples(
                 f"octaves must be among {NOTE_OCTAVES[0]}..{NOTE_OCTAVES[-1]} (4 holds middle C), got {list(octaves)}"
             )
     players = resolve_clicks(instruments) if spec.rhythmic else resolve_programs(instruments)
+    if concept == "instruments":
+        players = _family_programs(instruments, players)
     samples = [
         Sample(concept, label, class_index, params)
         for label, class_index, params in _CONSTRUCTIONS[concept].clips(players, octave_list, seed)
@@ -427,3 +465,24 @@ def list_samples(
     if max_per_class is not None:
         samples = [samples[i] for i in cap_per_class([s.class_index for s in samples], max_per_class, seed)]
     return samples
+
+
+def _family_programs(instruments, programs: tuple[int, ...]) -> tuple[int, ...]:
+    """The instruments concept's programs: by default the tonal programs of its twelve families; programs asked for
+    must all belong to those families and cover every one of them (a class without clips cannot be probed)."""
+    classes = len(INSTRUMENT_FAMILIES)
+    if instruments is None:
+        return tuple(p for p in TONAL_PROGRAMS if p // 8 < classes)
+    outside = [f"{p} ({family(p)})" for p in programs if p // 8 >= classes]
+    if outside:
+        raise SynTheoryError(
+            f"the instruments concept's classes are the GM families {', '.join(INSTRUMENT_FAMILIES)}; "
+            f"programs {', '.join(outside)} belong to none of them"
+        )
+    missing = [name for index, name in enumerate(INSTRUMENT_FAMILIES) if index not in {p // 8 for p in programs}]
+    if missing:
+        raise SynTheoryError(
+            f"the instruments concept needs a program of every family; none given for {', '.join(missing)} "
+            "(programs 8k..8k+7 make family k)"
+        )
+    return programs

@@ -134,6 +134,10 @@ def load_published(
     `load_concept` generates the same concepts offline. max_per_class subsamples with `seed` before decoding.
     """
     spec = get_concept(concept)
+    if spec.published_config is None:
+        raise SynTheoryError(
+            f"{concept!r} is not in the published {PUBLISHED_DATASET}; generate it offline with load_concept()"
+        )
     try:
         import datasets  # optional: heavy, and only useful with a network or a filled cache
     except ImportError as error:

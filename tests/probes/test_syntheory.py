@@ -104,7 +104,9 @@ def test_tempos_are_a_regression_over_50_to_210_bpm():
 
 
 def test_class_names():
-    assert set(CONCEPTS) == {"notes", "intervals", "scales", "chords", "progressions", "tempos", "time_signatures"}
+    assert set(CONCEPTS) == {
+        *("notes", "intervals", "scales", "chords", "progressions", "tempos", "time_signatures", "instruments")
+    }
     assert CONCEPTS["notes"].classes[:3] == ("C", "C#", "D") and len(CONCEPTS["notes"].classes) == 12
     assert CONCEPTS["intervals"].classes == ("m2", "M2", "m3", "M3", "P4", "TT", "P5", "m6", "M6", "m7", "M7", "P8")
     assert CONCEPTS["chords"].classes == ("major", "minor", "augmented", "diminished")
@@ -145,9 +147,9 @@ def test_list_samples_is_deterministic_and_subsets_are_subsets():
 
 
 def test_bad_options_name_the_valid_choices():
-    with pytest.raises(SynTheoryError, match="notes, intervals, scales, chords, progressions, tempos, time_signatures"):
+    with pytest.raises(SynTheoryError, match="notes, intervals, scales, chords, progressions, instruments, tempos"):
         list_samples("melodies")
-    with pytest.raises(SynTheoryError, match="notes concept only"):
+    with pytest.raises(SynTheoryError, match="notes and instruments concepts only"):
         list_samples("chords", octaves=[4])
     with pytest.raises(SynTheoryError, match="-1..7"):
         list_samples("notes", octaves=[9])
@@ -157,6 +159,68 @@ def test_bad_options_name_the_valid_choices():
         list_samples("tempos", instruments=[79])
     with pytest.raises(SynTheoryError, match="at least 1"):
         list_samples("notes", max_per_class=0)
+
+
+# ------------------------------------------------------------------------------------ the instruments concept (timbre)
+
+ONE_PER_FAMILY = [0, 11, 16, 24, 33, 40, 48, 56, 65, 73, 80, 89]  # a tonal program of each of the twelve families
+
+
+def test_instruments_are_the_twelve_gm_families_of_the_tonal_programs():
+    spec = get_concept("instruments")
+    assert spec.classes[:4] == ("Piano", "Chromatic Percussion", "Organ", "Guitar") and spec.classes[-1] == "Synth Pad"
+    samples = list_samples("instruments")
+    programs = sorted({s.params["program"] for s in samples})
+    assert programs == [p for p in TONAL_PROGRAMS if p < 96] and len(programs) == 84
+    assert len(samples) == 84 * 12 * 2  # every pitch class in octaves 3 and 4 on every program
+    for sample in samples:
+        assert sample.class_index == sample.params["program"] // 8 and sample.label == spec.classes[sample.class_index]
+    # the MIDI of a clip plays its program, one pitch four times, as the notes concept's clip of that pitch does
+    for sample in samples[::97]:
+        midi = sample.midi
+        changes = [m.program for m in midi if m.type == "program_change"]
+        assert changes == [sample.params["program"]]
+        notes = list_samples("notes", instruments=[sample.params["program"]], octaves=[sample.params["octave"]])
+        twin = next(n for n in notes if n.params["midi_note"] == sample.params["midi_note"])
+        assert note_ons(midi) == note_ons(twin.midi) and len(note_ons(midi)) == 4
+
+
+def test_instruments_refuse_programs_outside_the_families_or_a_missing_family():
+    with pytest.raises(SynTheoryError, match=r"programs 100 \(Synth Effects\) belong to none"):
+        list_samples("instruments", instruments=[*ONE_PER_FAMILY, 100])
+    with pytest.raises(SynTheoryError, match="none given for Organ, Guitar"):
+        list_samples("instruments", instruments=[0, 8])
+    assert len(list_samples("instruments", instruments=ONE_PER_FAMILY, octaves=[4])) == 12 * 12
+
+
+def _timbre(audio: np.ndarray, sample_rate: int = SR) -> np.ndarray:
+    """A level-free timbre summary: log band energies (40 log-spaced bands, 50 Hz..16 kHz, each frame relative to its
+    loudest band), their mean and spread over time, and the histogram of the loudness envelope (attack and decay)."""
+    frames = np.lib.stride_tricks.sliding_window_view(audio.astype(np.float64), 2048)[::1024] * np.hanning(2048)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(2048, 1 / sample_rate)
+    edges = np.geomspace(50, 16000, 41)
+    bands = np.stack([power[:, (freqs >= lo) & (freqs < hi)].sum(1) for lo, hi in zip(edges[:-1], edges[1:])], 1)
+    bands = np.log(bands + 1e-10)
+    bands -= bands.max(axis=1, keepdims=True)
+    envelope = np.log(power.sum(axis=1) + 1e-10)
+    shape = np.histogram(envelope - envelope.max(), bins=8, range=(-20, 0))[0] / len(envelope)
+    return np.concatenate([bands.mean(0), bands.std(0), shape])
+
+
+def test_instrument_renders_carry_their_programs():
+    """Rendered by fluidsynth, each family's clips are told apart by timbre alone: a nearest-centroid classifier on
+    spectral shape, fitted on the even pitch classes, names the family of every odd-pitch-class clip. A renderer that
+    ignored the program would leave it at chance (1 in 12)."""
+    data = load_concept("instruments", instruments=ONE_PER_FAMILY, octaves=[4], progress=False)
+    assert data.audio.shape == (144, CLIP) and np.abs(data.audio).max(axis=1).min() > 0.1  # all audible
+    features = np.stack([_timbre(clip) for clip in data.audio])
+    pitch_class = np.array([s.params["midi_note"] % 12 for s in data.samples])
+    fit, held_out = pitch_class % 2 == 0, pitch_class % 2 == 1
+    scaled = (features - features[fit].mean(0)) / (features[fit].std(0) + 1e-9)
+    centroids = np.stack([scaled[fit & (data.labels == c)].mean(0) for c in range(12)])
+    distances = ((scaled[held_out][:, None, :] - centroids[None]) ** 2).sum(-1)
+    assert (distances.argmin(axis=1) == data.labels[held_out]).mean() == 1.0
 
 
 # ---------------------------------------------------------------------------------------------------- music theory

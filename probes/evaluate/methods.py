@@ -64,14 +64,15 @@ def _method_bank(ctx: Context, method: str) -> tuple[str | None, ConceptBank]:
     field = str(root)
     registered = ctx.store.bank_set(field)
     if registered is None:
-        bank = _reuse(root / ctx.settings.concept, ctx.bank) or _train(ctx, method, root / ctx.settings.concept)
+        folder = root / ctx.settings.concept
+        bank = _reuse(folder, method, ctx.bank) or _train(ctx, method, folder)
         ctx.store.add_banks(field, {ctx.settings.concept: bank})
         return field, bank
     return field, registered[ctx.settings.concept]
 
 
-def _reuse(folder, base: ConceptBank) -> ConceptBank | None:
-    """The bank in `folder` when it was made from `base`'s data for `base`'s model, else None."""
+def _reuse(folder, method: str, base: ConceptBank) -> ConceptBank | None:
+    """The bank in `folder` when `method` made it from `base`'s data for `base`'s model, else None."""
     if not (folder / META_FILE).is_file():
         return None
     try:
@@ -79,8 +80,8 @@ def _reuse(folder, base: ConceptBank) -> ConceptBank | None:
     except BankError as error:
         log.warning("making %s again: %s", folder, error)
         return None
-    same = bank.signature == base.signature and bank.dataset == base.dataset and bank.layers == base.layers
-    return bank if same and bank.pooling == base.pooling else None
+    same_data = bank.dataset == base.dataset and bank.layers == base.layers and bank.pooling == base.pooling
+    return bank if same_data and bank.signature == base.signature and bank.method == method else None
 
 
 def _train(ctx: Context, method: str, folder) -> ConceptBank:
@@ -89,7 +90,7 @@ def _train(ctx: Context, method: str, folder) -> ConceptBank:
 
     base, concept = ctx.bank, ctx.settings.concept
     data = base.dataset
-    if data.get("source") != "syntheory-generated" or data.get("seed") != data.get("split_seed"):
+    if data.get("source") != "syntheory-generated":
         raise EvaluationError(
             f"the methods experiment trains each method on the data of the '{concept}' bank, but that bank was "
             f"trained on {data.get('source', 'unrecorded data')}, which it cannot render again; use a bank made by "
@@ -158,6 +159,7 @@ def run_methods(ctx: Context) -> tuple[list[dict], dict]:
     """Render and measure every arm at every strength; write methods.csv and the accuracy-against-drift figure."""
     s, concept, L = ctx.settings, ctx.settings.concept, ctx.loaded.num_layers
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
+    arms = _arms(ctx)  # first: a bank that cannot be made stops the run before any clip is rendered
     baseline = ctx.baseline()
     clip_rows = []
     table = [
@@ -175,7 +177,6 @@ def run_methods(ctx: Context) -> tuple[list[dict], dict]:
             **ctx.drift(baseline.facts),
         }
     ]
-    arms = _arms(ctx)
     for arm, bank in arms:
         score = _val_score(bank, [bank.class_index(t) for t in ctx.targets], arm.component)
         for condition in _conditions(ctx):

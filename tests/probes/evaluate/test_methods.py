@@ -35,12 +35,13 @@ def run(argv: list[str]) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def eval_args(banks: Path, out: Path) -> list[str]:
+def eval_args(banks: Path, out: Path, with_sweep: bool = True) -> list[str]:
     options = (
-        "--model tiny --concept notes --methods rfm mean-diff pca --experiments sweep --targets C G --seeds 0 1 "
-        "--seconds 0.5 --strengths 2 --layer-modes exp0.95 --gates 0.3 --bootstrap 100 --no-progress --device cpu"
+        "--model tiny --concept notes --methods rfm mean-diff pca --targets C G --seeds 0 1 --seconds 0.5 "
+        "--strengths 2 --layer-modes exp0.95 --gates 0.3 --bootstrap 100 --no-progress --device cpu"
     )
-    return ["eval", "--out", str(out), "--bank", str(banks), "--prompts", "a note on a piano", *options.split()]
+    sweep = ["--experiments", "sweep"] if with_sweep else []
+    return ["eval", "--out", str(out), "--bank", str(banks), "--prompts", "a note on a piano", *options.split(), *sweep]
 
 
 def table(path: Path) -> list[dict]:
@@ -155,3 +156,17 @@ def test_methods_alone_runs_only_the_methods_experiment_and_bad_methods_are_refu
         check_settings(EvalSettings(out=tmp_path, experiments=["methods"], methods=["pca", "pca"]))
     with pytest.raises(StudioError, match="method must be one of"):
         check_settings(EvalSettings(out=tmp_path, experiments=["methods"], methods=["svm"]))
+
+
+def test_a_bank_of_data_this_harness_cannot_render_is_refused_before_any_clip(methods_run, tmp_path):
+    banks = methods_run[0]
+    copy = tmp_path / "banks" / "notes"
+    copy.mkdir(parents=True)
+    for name in ("bank.safetensors", "bank.json"):
+        (copy / name).write_bytes((banks / "notes" / name).read_bytes())
+    meta = json.loads((copy / "bank.json").read_text())
+    meta["dataset"]["source"] = "syntheory-published"
+    (copy / "bank.json").write_text(json.dumps(meta))
+    status, _, stderr = run(eval_args(tmp_path / "banks", tmp_path / "out", with_sweep=False))
+    assert status == 2 and "trained on syntheory-published, which it cannot render again" in stderr
+    assert not (tmp_path / "out" / "clips").exists()

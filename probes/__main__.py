@@ -1,6 +1,6 @@
-"""`python -m probes train|starter|eval|publish|tiny-model ...`: train a ConceptBank for one concept; the starter banks
-of a model; measure steering; publish a bank on the Hugging Face Hub; rebuild the tiny model. Bad input: exit status 2
-and one line."""
+"""`python -m probes train|pooling|starter|eval|publish|tiny-model ...`: train a ConceptBank for one concept; compare
+poolings over time; the starter banks of a model; measure steering; publish a bank on the Hugging Face Hub; rebuild
+the tiny model. Bad input: exit status 2 and one line."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from probes.activations import ALL_POOLINGS
 from probes.bank import POOLINGS
 from probes.cluster import add_ray_argument, connect, without_ray
 from probes.directions import METHODS, ONE_DIRECTION
@@ -121,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
     add_ray_argument(train)
     add_eval_arguments(sub.add_parser("eval", help="baseline vs steered: probe accuracy, DSP checks, CLAP, FD/MMD"))
+    pooling = sub.add_parser(
+        "pooling", help="which pooling over time reads each concept best: mean, last, max, windows (order kept)"
+    )
+    pooling.add_argument("--model", default="tiny", help="hub id, save_pretrained folder or 'tiny'")
+    pooling.add_argument("--concepts", nargs="+", required=True, choices=sorted(CONCEPTS))
+    pooling.add_argument("--poolings", nargs="+", choices=ALL_POOLINGS, default=list(ALL_POOLINGS))
+    pooling.add_argument("--out", required=True, type=Path, help="folder for pooling.csv and pooling.{html,png}")
+    pooling.add_argument("--instruments", nargs="+", type=_int_or_name, help="GM programs or names (default: all)")
+    pooling.add_argument("--octaves", nargs="+", type=int, help="notes, instruments: octaves (4 holds middle C)")
+    pooling.add_argument("--max-per-class", type=int, help="seeded cap on clips per class")
+    pooling.add_argument("--seed", type=int, default=0)
+    pooling.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+    pooling.add_argument("--cache-dir", type=Path, default=None, help="activation cache (default .cache/activations)")
     starter = sub.add_parser(
         "starter", help="notes, chords and tempos banks for a model in minutes, sized to a time budget (resumable)"
     )
@@ -209,6 +223,23 @@ def run_train(args) -> int:
     files = save_figure(auc_by_layer_figure(bank), out / "auc_by_layer")
     print(summary_table(bank))
     print(f"saved {out} ({', '.join(f.name for f in files)})")
+    return 0
+
+
+def run_pooling(args) -> int:
+    from probes.evaluate.report import write_csv
+    from probes.figures import save_figure
+    from probes.pooling import compare_poolings, pooling_figure, pooling_table
+    from probes.train import TrainOptions
+    from studio.model import load_model
+
+    loaded = load_model(args.model, device=args.device)
+    same_name = ("instruments", "octaves", "max_per_class", "seed", "cache_dir", "device")
+    options = TrainOptions(**{name: getattr(args, name) for name in same_name})
+    rows = compare_poolings(loaded, list(dict.fromkeys(args.concepts)), list(dict.fromkeys(args.poolings)), options)
+    files = [write_csv(args.out / "pooling.csv", rows), *save_figure(pooling_figure(rows), args.out / "pooling")]
+    print(pooling_table(rows))
+    print(f"saved {', '.join(str(f) for f in files)}")
     return 0
 
 
@@ -372,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         args.command_line = "python -m probes " + shlex.join(without_ray(argv, getattr(args, "ray", None)))
         runs = {
             "train": run_train,
+            "pooling": run_pooling,
             "starter": run_starter,
             "eval": run_eval,
             "publish": run_publish,

@@ -1,5 +1,9 @@
 """Clip -> EnCodec codes -> MusicGen decoder forward -> every decoder layer's output pooled over time.
 
+Poolings: a bank's (``mean``, ``last``, ``max``: vectors in the residual stream, so their directions can steer) and
+``windows``, which keeps order for probing only (the clip's steps cut into WINDOWS equal spans, each mean-pooled, side
+by side: a progression's four chords stay apart). One forward pass computes and caches them all.
+
 The decoder sees each clip exactly as it would see it while generating: a BOS column, then the codes in the codebook
 delay pattern, conditioned on the empty text prompt. We read each layer's *output* (the residual stream after layer l),
 which is where the steering hook adds its directions, so that probe directions and steering live in one space.
@@ -27,6 +31,14 @@ from studio.model import LoadedModel, apply_delay
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+WINDOWS = 4  # spans of the "windows" pooling
+ORDERED_POOLINGS = ("windows",)  # poolings that keep order: for probing, not for banks
+ALL_POOLINGS = POOLINGS + ORDERED_POOLINGS
+
+
+def pooled_width(pooling: str, hidden_size: int) -> int:
+    """Width of one layer's pooled vector."""
+    return hidden_size * (WINDOWS if pooling == "windows" else 1)
 
 
 def delayed_decoder_input(codes: torch.Tensor, pad_id: int, channels: int = 1) -> torch.Tensor:
@@ -44,7 +56,9 @@ def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
         return states[:, -1]
     if pooling == "max":
         return states.amax(dim=1)
-    raise ValueError(f"unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}")
+    if pooling == "windows":
+        return torch.cat([span.mean(dim=1) for span in states.tensor_split(WINDOWS, dim=1)], dim=1)
+    raise ValueError(f"unknown pooling '{pooling}': use one of {', '.join(ALL_POOLINGS)}")
 
 
 @torch.inference_mode()
@@ -113,9 +127,9 @@ def extract_activations(
     function). `cluster` (probes.cluster.Cluster): the batches run as tasks on its workers, the same batches as here.
     """
     for p in poolings:
-        _pool(torch.zeros(1, 1, 1), p)  # fail on a bad pooling before any work
+        _pool(torch.zeros(1, WINDOWS, 1), p)  # fail on a bad pooling before any work
     batches = batch_plan(clips, batch_size)
-    out = {p: torch.empty(len(clips), loaded.num_layers, loaded.hidden_size) for p in poolings}
+    out = {p: torch.empty(len(clips), loaded.num_layers, pooled_width(p, loaded.hidden_size)) for p in poolings}
 
     def keep(chunk: list[int], pooled: dict[str, torch.Tensor]) -> None:
         for p, states in pooled.items():
@@ -173,41 +187,44 @@ def cached_activations(
     on_done: Callable[[int], None] | None = None,
     cluster=None,
 ) -> torch.Tensor:
-    """[N, L, d] activations, read from `cache_dir` when present; `clips` is called only on a cache miss (`on_done`,
-    `cluster`: see `extract_activations`).
+    """[N, L, width] activations, read from `cache_dir` when present; `clips` is called only on a cache miss
+    (`on_done`, `cluster`: see `extract_activations`).
 
-    Every pooling is computed in the same pass and cached, since the forward pass is the expensive part. An unreadable
-    cache file (truncated, corrupted, wrong shape) is a miss: it is recomputed and replaced.
+    On a miss every bank pooling, and `pooling` when it is another one, is computed in the same pass and cached, since
+    the forward pass is the expensive part (``windows``, four times the size, only when asked for: ask for it first to
+    have every pooling from one pass). An unreadable cache file (truncated, corrupted, wrong shape) is a miss: it is
+    recomputed and replaced.
     """
     cache_dir = Path(cache_dir)
     path = cache_dir / f"acts-{cache_key(loaded, dataset_key, pooling)}.safetensors"
     if path.exists():
-        cached = _read_cache(path, loaded)
+        cached = _read_cache(path, loaded, pooled_width(pooling, loaded.hidden_size))
         if cached is not None:
             log.info("activations from cache %s", path)
             return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
-    computed = extract_activations(loaded, clips(), POOLINGS, batch_size, progress, on_done, cluster)
+    poolings = tuple(dict.fromkeys(POOLINGS + (pooling,)))
+    computed = extract_activations(loaded, clips(), poolings, batch_size, progress, on_done, cluster)
     for p, acts in computed.items():
         target = cache_dir / f"acts-{cache_key(loaded, dataset_key, p)}.safetensors"
         _write_cache(target, acts, {"dataset": dataset_key, "pooling": p, "model": loaded.model_id})
     return computed[pooling]
 
 
-def _read_cache(path: Path, loaded: LoadedModel) -> torch.Tensor | None:
-    """The cached [N, L, d] activations, or None (with a warning) when the file cannot be used."""
+def _read_cache(path: Path, loaded: LoadedModel, width: int) -> torch.Tensor | None:
+    """The cached [N, L, width] activations, or None (with a warning) when the file cannot be used."""
     try:
         acts = load_file(path)["activations"]
     except (SafetensorError, OSError, ValueError, KeyError) as err:
         log.warning("activation cache %s is unreadable (%s); recomputing it", path, str(err).splitlines()[0])
         return None
-    if acts.ndim != 3 or tuple(acts.shape[1:]) != (loaded.num_layers, loaded.hidden_size):
+    if acts.ndim != 3 or tuple(acts.shape[1:]) != (loaded.num_layers, width):
         log.warning(
             "activation cache %s has shape %s, expected [N, %d, %d]; recomputing it",
             path,
             list(acts.shape),
             loaded.num_layers,
-            loaded.hidden_size,
+            width,
         )
         return None
     return acts

@@ -84,8 +84,26 @@ def median_distance(acts: torch.Tensor, sample: int = 512) -> float:
     return float(dists[torch.triu(torch.ones_like(dists, dtype=torch.bool), diagonal=1)].median())
 
 
-def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions) -> ConceptBank:
-    """Render (or reuse) the concept's clips, extract activations (cached), fit every layer's probes, build the bank."""
+@dataclass
+class ConceptActivations:
+    """A concept's clips as the probes see them: pooled activations, the split, and the bandwidths to search."""
+
+    classes: list[str]
+    labels: np.ndarray  # [N] class indices, or values (regression)
+    acts: torch.Tensor  # [L, N, width] pooled activations, layers first
+    train: np.ndarray  # indices of the training clips
+    val: np.ndarray  # indices of the validation clips
+    hparams: dict  # RFM hyper-parameters: the bandwidths from the training activations' scale, then options.hparams
+    dataset: dict  # provenance, as a bank records it
+
+    def split(self) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
+        """(X_train [L, n, width], y_train, X_val, y_val)."""
+        return self.acts[:, self.train], self.labels[self.train], self.acts[:, self.val], self.labels[self.val]
+
+
+def concept_activations(loaded: LoadedModel, concept: str, options: TrainOptions) -> ConceptActivations:
+    """Render (or reuse) the concept's clips, read their activations pooled by ``options.pooling`` (cached), split
+    them and size the bandwidths."""
     data = load_concept(
         concept,
         instruments=options.instruments,
@@ -107,9 +125,9 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         progress=options.progress,
         on_done=options.tick("activations"),
         cluster=options.cluster,
-    )  # [N, L, d]
+    )  # [N, L, width]
     train, val = stratified_split(data.labels, options.val_fraction, options.seed, data.is_regression)
-    layers_first = acts.transpose(0, 1)  # [L, N, d]
+    layers_first = acts.transpose(0, 1)  # [L, N, width]
     trained = options.layers if options.layers is not None else range(loaded.num_layers)
     # The scale of the layers that are fitted: untrained layers must not move the bandwidths of the trained ones.
     scale = float(np.median([median_distance(layers_first[layer, train]) for layer in trained]))
@@ -121,20 +139,23 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         "val_fraction": options.val_fraction,
         "split_seed": options.seed,
     }
+    return ConceptActivations(list(data.classes), data.labels, layers_first, train, val, hparams, dataset)
+
+
+def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions) -> ConceptBank:
+    """Render (or reuse) the concept's clips, extract activations (cached), fit every layer's probes, build the bank."""
+    prepared = concept_activations(loaded, concept, options)
     return build_bank(
         concept,
-        data.classes,
-        layers_first[:, train],
-        data.labels[train],
-        layers_first[:, val],
-        data.labels[val],
+        prepared.classes,
+        *prepared.split(),
         loaded.signature,
         k=options.components,
         method=options.method,
         pooling=options.pooling,
         readout_layer=options.readout_layer,
-        hparams=hparams,
-        dataset=dataset,
+        hparams=prepared.hparams,
+        dataset=prepared.dataset,
         layers=options.layers,
         device=options.device,
         progress=options.progress,

@@ -33,7 +33,7 @@ LAYERS = [
     ("probes.cluster",),  # the pipeline's stages as Ray tasks (Ray itself imported only when a cluster is used)
     ("probes.syntheory", "probes.activations", "probes.figures", "probes.transcribe"),
     ("probes.train", "probes.tinymusic", "probes.publish"),
-    ("probes.starter",),  # starter banks: train's pipeline, sized to a budget
+    ("probes.starter", "probes.pooling"),  # train's pipeline: sized to a budget; run per pooling, to compare them
     ("probes.evaluate",),  # the offline pipeline's top
     ("studio.ui",),  # the page: the runtime and the pipeline's training
     ("studio.cli",),  # entry points

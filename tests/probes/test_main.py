@@ -64,6 +64,7 @@ def test_train_writes_a_loadable_bank_with_plots_and_a_summary(tiny, tmp_path):
     [
         (["--concept", "harmonics"], "invalid choice"),
         (["--concept", "notes", "--components", "2"], "--components must be at least 4"),
+        (["--concept", "notes", "--pooling", "windows"], "invalid choice"),  # a bank's directions must steer
         (["--concept", "notes", "--instruments", "banjo-9000"], "banjo-9000"),
         (["--concept", "notes", "--model", "nobody/none"], "nobody/none"),
         (["--concept", "notes", "--readout-layer", "6"], "--readout-layer must be a decoder layer 0..3 of tiny, got 6"),

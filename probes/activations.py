@@ -2,7 +2,8 @@
 
 Poolings: a bank's (``mean``, ``last``, ``max``: vectors in the residual stream, so their directions can steer) and
 ``windows``, which keeps order for probing only (the clip's steps cut into WINDOWS equal spans, each mean-pooled, side
-by side: a progression's four chords stay apart). One forward pass computes and caches them all.
+by side: a progression's four chords stay apart). The poolings asked for together come from one forward pass, and
+each is cached.
 
 The decoder sees each clip exactly as it would see it while generating: a BOS column, then the codes in the codebook
 delay pattern, conditioned on the empty text prompt. We read each layer's *output* (the residual stream after layer l),

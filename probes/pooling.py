@@ -72,8 +72,9 @@ def pooling_table(rows: list[dict]) -> str:
             f"{concept + (' (R^2)' if metric == 'r2' else ''):<16}"
             + "".join(f"{cells[p]['best']:>8.3f} (L{cells[p]['best_layer']:>2})" for p in poolings)
         )
-    means = {p: np.mean([r["best"] for r in rows if r["pooling"] == p and r["metric"] == "auc"]) for p in poolings}
-    lines.append(f"{'mean AUC':<16}" + "".join(f"{means[p]:>14.3f}" for p in poolings))
+    aucs = {p: [r["best"] for r in rows if r["pooling"] == p and r["metric"] == "auc"] for p in poolings}
+    if all(aucs.values()):  # over the classification concepts (R^2 is another scale)
+        lines.append(f"{'mean AUC':<16}" + "".join(f"{np.mean(aucs[p]):>14.3f}" for p in poolings))
     paper = ", ".join(f"{p} {v}" for p, v in PAPER_TABLE_1.items())
     lines.append(f"(the paper's Table 1 on musicgen, mean AUC: {paper})")
     return "\n".join(lines)

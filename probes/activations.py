@@ -3,7 +3,8 @@
 Poolings: a bank's (``mean``, ``last``, ``max``: vectors in the residual stream, so their directions can steer) and
 ``windows``, which keeps order for probing only (the clip's steps cut into WINDOWS equal spans, each mean-pooled, side
 by side: a progression's four chords stay apart). The poolings asked for together come from one forward pass, and
-each is cached.
+each is cached; with them always ``norm``, each layer's residual norm averaged over the clip's steps ([N, L, 1]): the
+scale a steering strength is measured against.
 
 The decoder sees each clip exactly as it would see it while generating: a BOS column, then the codes in the codebook
 delay pattern, conditioned on the empty text prompt. We read each layer's *output* (the residual stream after layer l),
@@ -35,11 +36,12 @@ CACHE_VERSION = 1
 WINDOWS = 4  # spans of the "windows" pooling
 ORDERED_POOLINGS = ("windows",)  # poolings that keep order: for probing, not for banks
 ALL_POOLINGS = POOLINGS + ORDERED_POOLINGS
+NORM = "norm"  # not a pooling of the states but a statistic of them, cached beside the poolings
 
 
 def pooled_width(pooling: str, hidden_size: int) -> int:
     """Width of one layer's pooled vector."""
-    return hidden_size * (WINDOWS if pooling == "windows" else 1)
+    return 1 if pooling == NORM else hidden_size * (WINDOWS if pooling == "windows" else 1)
 
 
 def delayed_decoder_input(codes: torch.Tensor, pad_id: int, channels: int = 1) -> torch.Tensor:
@@ -50,7 +52,7 @@ def delayed_decoder_input(codes: torch.Tensor, pad_id: int, channels: int = 1) -
 
 
 def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
-    """[B, T, d] -> [B, d]."""
+    """[B, T, d] -> [B, width] (see pooled_width)."""
     if pooling == "mean":
         return states.mean(dim=1)
     if pooling == "last":
@@ -59,6 +61,8 @@ def _pool(states: torch.Tensor, pooling: str) -> torch.Tensor:
         return states.amax(dim=1)
     if pooling == "windows":
         return torch.cat([span.mean(dim=1) for span in states.tensor_split(WINDOWS, dim=1)], dim=1)
+    if pooling == NORM:
+        return states.norm(dim=2).mean(dim=1, keepdim=True)
     raise ValueError(f"unknown pooling '{pooling}': use one of {', '.join(ALL_POOLINGS)}")
 
 
@@ -191,10 +195,10 @@ def cached_activations(
     """[N, L, width] activations, read from `cache_dir` when present; `clips` is called only on a cache miss
     (`on_done`, `cluster`: see `extract_activations`).
 
-    On a miss every bank pooling, and `pooling` when it is another one, is computed in the same pass and cached, since
-    the forward pass is the expensive part (``windows``, four times the size, only when asked for: ask for it first to
-    have every pooling from one pass). An unreadable cache file (truncated, corrupted, wrong shape) is a miss: it is
-    recomputed and replaced.
+    On a miss every bank pooling, ``norm``, and `pooling` when it is another one, is computed in the same pass and
+    cached, since the forward pass is the expensive part (``windows``, four times the size, only when asked for: ask
+    for it first to have every pooling from one pass). An unreadable cache file (truncated, corrupted, wrong shape)
+    is a miss: it is recomputed and replaced.
     """
     cache_dir = Path(cache_dir)
     path = cache_dir / f"acts-{cache_key(loaded, dataset_key, pooling)}.safetensors"
@@ -204,7 +208,7 @@ def cached_activations(
             log.info("activations from cache %s", path)
             return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
-    poolings = tuple(dict.fromkeys(POOLINGS + (pooling,)))
+    poolings = tuple(dict.fromkeys(POOLINGS + (pooling, NORM)))
     computed = extract_activations(loaded, clips(), poolings, batch_size, progress, on_done, cluster)
     for p, acts in computed.items():
         target = cache_dir / f"acts-{cache_key(loaded, dataset_key, p)}.safetensors"

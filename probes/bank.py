@@ -21,7 +21,12 @@ raise the predicted value, and ``val_score`` holds the validation R^2 instead of
 1 for a perfect fit, 0 for predicting the mean, and negative for worse. Their readout predicts the value
 (``readout.predict``) and has no class probabilities.
 
-On disk a bank is a folder: ``bank.safetensors`` (directions, val_score, eigenvalues, the readout probe's tensors) and
+A bank also keeps each layer's typical residual norm (``residual_norm[l]``: over the training clips, the median of the
+mean norm of the layer's output over the clip's steps), so that a strength can be read as a fraction of the stream it
+pushes; one strength is a different push on models whose streams differ in scale. Older banks lack it (None).
+
+On disk a bank is a folder: ``bank.safetensors`` (directions, val_score, eigenvalues, residual_norm, the readout
+probe's tensors) and
 ``bank.json`` (format version, concept, classes, model signature, pooling, hyper-parameters, dataset, trained layers,
 readout layer, K, the direction method, tensor shapes, the sha256 of the safetensors file and, when recorded, the
 command that made it).
@@ -85,6 +90,9 @@ class ConceptBank:
     layers: tuple[int, ...] | None = None  # trained decoder layers, ascending; None: every layer
     command: str | None = None  # the exact command that made the bank; None when not recorded (older banks)
     method: str = "rfm"  # how the directions were found (probes/directions.py); older banks are RFM banks
+    # [L] float32: each layer's typical residual norm, the median over the training clips of the mean norm over their
+    # steps (what a strength is a push against); None for banks saved before it was measured
+    residual_norm: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.layers is None:
@@ -151,6 +159,9 @@ class ConceptBank:
         if self.pooling not in POOLINGS:
             raise BankError(f"{where} has pooling {self.pooling!r}; expected one of {POOLINGS}")
         self._validate_method(where)
+        norm = self.residual_norm
+        if norm is not None and (norm.shape != (L,) or not torch.isfinite(norm).all() or not (norm > 0).all()):
+            raise BankError(f"{where} has residual norms {norm.tolist()}; expected {L} positive numbers, one per layer")
         self._validate_untrained(where)
         directions = self.directions[trained]
         if not torch.isfinite(directions).all():
@@ -228,6 +239,8 @@ class ConceptBank:
         tensors = {"directions": self.directions, "val_score": self.val_score}
         if self.eigenvalues is not None:
             tensors["eigenvalues"] = self.eigenvalues
+        if self.residual_norm is not None:
+            tensors["residual_norm"] = self.residual_norm
         tensors.update({_READOUT_PREFIX + k: v for k, v in readout_tensors.items()})
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
         meta = {
@@ -299,6 +312,7 @@ class ConceptBank:
                 layers=_meta_layers(meta),
                 command=None if meta.get("command") is None else str(meta["command"]),
                 method=str(meta.get("method", "rfm")),
+                residual_norm=tensors.get("residual_norm"),
             )
         except (KeyError, TypeError, ValueError, RFMError) as err:
             raise BankError(damaged.format(f"incomplete metadata or tensors: {err!r}")) from None

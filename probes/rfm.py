@@ -473,21 +473,27 @@ class RFMProbe:
             raise RFMError(f"expected inputs of shape [n, {self.centers.shape[1]}], got {list(X.shape)}")
         return X
 
-    def _outputs(self, X: torch.Tensor) -> torch.Tensor:
+    def _kernel_blocks(self, X: torch.Tensor):
+        """The kernel matrix of X [n, d] against the centers, a block of rows at a time (bounded memory)."""
         rows = max(1, _PREDICT_CHUNK_ELEMENTS // max(1, len(self.centers)))
-        if not len(X):
-            return X.new_zeros(0, self.num_outputs)
         if self._prepared is None:  # a fitted probe's centers and M do not change
             self._prepared = prepare_centers(self.centers, self.M)
-        return torch.cat(
-            [
-                kernel_matrix(
-                    X[i : i + rows], self.centers, self.M, self.bandwidth, self.exponent, prepared=self._prepared
-                )
-                @ self.alphas
-                for i in range(0, len(X), rows)
-            ]
-        )
+        for i in range(0, len(X), rows):
+            yield kernel_matrix(X[i : i + rows], self.centers, self.M, self.bandwidth, self.exponent, self._prepared)
+
+    def _outputs(self, X: torch.Tensor) -> torch.Tensor:
+        if not len(X):
+            return X.new_zeros(0, self.num_outputs)
+        return torch.cat([block @ self.alphas for block in self._kernel_blocks(X)])
+
+    @torch.no_grad()
+    def nearest_similarity(self, X) -> torch.Tensor:
+        """[n]: each input's kernel similarity to the training point nearest it in the probe's metric (1 on a training
+        point, towards 0 far from all of them): how much the output rests on what the probe was trained on."""
+        X = self._as_input(X)
+        if not len(X):
+            return X.new_zeros(0)
+        return torch.cat([block.amax(dim=1) for block in self._kernel_blocks(X)])
 
     @torch.no_grad()
     def predict(self, X) -> torch.Tensor:

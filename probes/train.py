@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from probes.activations import cached_activations
+from probes.activations import NORM, cached_activations
 from probes.bank import POOLINGS, REGRESSION_CLASSES, ConceptBank, check_layers
 from probes.directions import check_method, fit_directions
 from probes.rfm import DEFAULT_HPARAMS, LayerFits, concat_layers, fit_rfm, fit_rfm_layers
@@ -95,6 +95,7 @@ class ConceptActivations:
     val: np.ndarray  # indices of the validation clips
     hparams: dict  # RFM hyper-parameters: the bandwidths from the training activations' scale, then options.hparams
     dataset: dict  # provenance, as a bank records it
+    residual_norm: torch.Tensor  # [L]: each layer's typical residual norm over the training clips (see ConceptBank)
 
     def split(self) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
         """(X_train [L, n, width], y_train, X_val, y_val)."""
@@ -116,16 +117,19 @@ def concept_activations(loaded: LoadedModel, concept: str, options: TrainOptions
     )
     log.info("%s: %d clips, %d classes, %s directions", concept, len(data.labels), len(data.classes), options.method)
     cache_dir = options.cache_dir or Path(".cache") / "activations"
-    acts = cached_activations(
-        loaded,
-        lambda: data.audio,
-        _dataset_key(data.description),
-        cache_dir,
-        pooling=options.pooling,
-        progress=options.progress,
-        on_done=options.tick("activations"),
-        cluster=options.cluster,
-    )  # [N, L, width]
+    acts, norms = (
+        cached_activations(
+            loaded,
+            lambda: data.audio,
+            _dataset_key(data.description),
+            cache_dir,
+            pooling=pooling,
+            progress=options.progress,
+            on_done=options.tick("activations"),
+            cluster=options.cluster,
+        )
+        for pooling in (options.pooling, NORM)  # the first pass caches both
+    )  # [N, L, width], [N, L, 1]
     train, val = stratified_split(data.labels, options.val_fraction, options.seed, data.is_regression)
     layers_first = acts.transpose(0, 1)  # [L, N, width]
     trained = options.layers if options.layers is not None else range(loaded.num_layers)
@@ -139,7 +143,9 @@ def concept_activations(loaded: LoadedModel, concept: str, options: TrainOptions
         "val_fraction": options.val_fraction,
         "split_seed": options.seed,
     }
-    return ConceptActivations(list(data.classes), data.labels, layers_first, train, val, hparams, dataset)
+    residual_norm = norms[train, :, 0].median(dim=0).values
+    classes = list(data.classes)
+    return ConceptActivations(classes, data.labels, layers_first, train, val, hparams, dataset, residual_norm)
 
 
 def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions) -> ConceptBank:
@@ -156,6 +162,7 @@ def train_concept_bank(loaded: LoadedModel, concept: str, options: TrainOptions)
         readout_layer=options.readout_layer,
         hparams=prepared.hparams,
         dataset=prepared.dataset,
+        residual_norm=prepared.residual_norm,
         layers=options.layers,
         device=options.device,
         progress=options.progress,
@@ -179,6 +186,7 @@ def build_bank(
     readout_layer: int | str = "best",
     hparams: dict | None = None,
     dataset: dict | None = None,
+    residual_norm: torch.Tensor | None = None,
     layers=None,
     device=None,
     progress: bool = True,
@@ -194,7 +202,8 @@ def build_bank(
     (default all); the others are left untrained (see the module docstring). The readout probe (multiclass, or
     regression) is fitted at ``readout_layer``, a trained layer: "best" is the trained layer with the highest mean
     validation score (the earliest on ties). ``hparams``: RFM hyper-parameters (lists are searched per probe), see
-    ``probes.rfm.DEFAULT_HPARAMS``. ``on_done``: see ``probes.rfm.fit_rfm_layers``. ``cluster``
+    ``probes.rfm.DEFAULT_HPARAMS``. ``residual_norm`` [L]: kept in the bank (see ConceptBank). ``on_done``: see
+    ``probes.rfm.fit_rfm_layers``. ``cluster``
     (probes.cluster.Cluster): each layer's RFM probes are fitted by a Ray task, the same fit as that layer's slice here;
     the other methods' directions, a few matrix products per layer, are computed here.
     """
@@ -266,6 +275,7 @@ def build_bank(
         val_metric=fits.val_metric,
         layers=layers,
         method=method,
+        residual_norm=None if residual_norm is None else torch.as_tensor(residual_norm, dtype=torch.float32),
     )
     bank.validate()
     return bank

@@ -56,13 +56,15 @@ Engine = Callable[[LoadedModel, Recipe, StepCallback, torch.Tensor | None], tupl
 class StepEvent:
     """One decoder step done. ``step`` counts steps done (1..total); the readout rows, when present, are for decoder
     step ``step - 1``: ``probs`` over the sliding window, ``running`` over all steps so far (one value per readout
-    class; the predicted value for a regression concept). They are None on steps without a readout update."""
+    class; the predicted value for a regression concept), and whether the window lies ``outside`` the probe's range
+    (studio/readout.py). They are None on steps without a readout update."""
 
     step: int
     total: int
     probs: list[float] | None = None
     running: list[float] | None = None
     audio: np.ndarray | None = None  # with ``stream_audio``: the clip's next samples (float32), once each, in order
+    outside: bool | None = None
 
 
 @dataclass
@@ -142,11 +144,11 @@ class _StepEvents:
             self.copied = done
         if self.on_step is not None and self.emitted < done <= self.total:
             self.emitted = done
-            probs = running = None
+            probs = running = outside = None
             if self.live is not None and (done % self.every == 0 or done == self.total):
-                probs, running = self.live.at(done - 1)
+                probs, running, outside = self.live.at(done - 1)
             audio = self._audio(done, tokens) if self.stream is not None else None
-            self.on_step(StepEvent(done, self.total, probs, running, audio))
+            self.on_step(StepEvent(done, self.total, probs, running, audio, outside))
 
 
 @dataclass(frozen=True)

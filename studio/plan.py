@@ -78,6 +78,16 @@ def minmax(values: torch.Tensor) -> torch.Tensor:
     return (values - low) / (high - low)
 
 
+def strongest_push(strength: float, weights: torch.Tensor, residual_norm: torch.Tensor | None):
+    """(layer, fraction) or None: where a control pushes hardest against the stream it is added to, and how hard, as a
+    fraction of that layer's typical residual norm (strength x weight / norm); None without norms or weight."""
+    if residual_norm is None or not bool((weights != 0).any()):
+        return None
+    fractions = abs(float(strength)) * weights.abs().to(torch.float64) / residual_norm.to(torch.float64)
+    layer = int(fractions.argmax())
+    return layer, float(fractions[layer])
+
+
 def layer_weights(spec: LayerSpec, val_score: torch.Tensor, trained=None) -> torch.Tensor:
     """float32 [L]: the weight of each decoder layer for one control, given its class's validation AUC per layer.
 

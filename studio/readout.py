@@ -9,6 +9,12 @@ views of them are classified with the bank's readout probe, matching the mean po
 ``LiveReadout`` answers for one step while generation runs (cheap: a running sum and one window slice on the device);
 ``compute_readout`` classifies every step at once when generation ends. Classification concepts give class
 probabilities (the probe's normalised outputs); a regression concept (tempos, class "value") gives its predicted value.
+
+Outside the probe's range. A kernel probe reads a state through its similarity to the states it was trained on; far
+from all of them every output falls towards zero, and the class probabilities towards 1/C each, which looks like "no
+concept" but is no reading at all (steered hard enough, the tiny model's readout did exactly that). A window whose
+nearest training state has a kernel similarity below IN_RANGE is marked ``outside`` and drawn as such, not as a
+reading.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+
+IN_RANGE = 0.01  # kernel similarity to the nearest training state below which a reading is marked outside the range
 
 
 def window_means(states: torch.Tensor, window: int) -> torch.Tensor:
@@ -32,6 +40,11 @@ def window_means(states: torch.Tensor, window: int) -> torch.Tensor:
 def running_means(states: torch.Tensor) -> torch.Tensor:
     """[T, d] -> [T, d]: row t is the mean of states[0 : t + 1]."""
     return window_means(states, max(1, len(states)))
+
+
+def outside_range(probe, pooled: torch.Tensor) -> torch.Tensor:
+    """bool [n] on the CPU: the pooled states too far from every state the probe was trained on to be read."""
+    return (probe.nearest_similarity(pooled) < IN_RANGE).cpu()
 
 
 def classify(probe, pooled: torch.Tensor) -> torch.Tensor:
@@ -59,6 +72,7 @@ class Readout:
     window_steps: int
     window: torch.Tensor  # [T, C] float32
     running: torch.Tensor  # [T, C] float32
+    outside: torch.Tensor  # [T] bool: window t lies outside the probe's range (see the module docstring)
 
     @property
     def steps(self) -> int:
@@ -79,6 +93,7 @@ class Readout:
                     "time_s": round(t / self.frame_rate, 6),
                     "window": [round(v, digits) for v in window[t]],
                     "running": [round(v, digits) for v in running[t]],
+                    "outside": bool(self.outside[t]),
                 }
                 for t in range(self.steps)
             ],
@@ -100,6 +115,7 @@ def compute_readout(
         window_steps=window_steps,
         window=scores[:steps],
         running=scores[steps:],
+        outside=outside_range(probe, pooled[:steps]),
     )
 
 
@@ -111,13 +127,15 @@ class LiveReadout:
         self._sum = torch.zeros(states.shape[1], dtype=torch.float64, device=states.device)
         self._summed = 0  # steps already in _sum
 
-    def at(self, step: int) -> tuple[list[float], list[float]]:
-        """(window row, running row) for decoder `step`, whose state must already be captured."""
+    def at(self, step: int) -> tuple[list[float], list[float], bool]:
+        """(window row, running row, whether the window lies outside the probe's range) for decoder `step`, whose state
+        must already be captured."""
         upto = step + 1
         if upto > self._summed:
             self._sum += self.states[self._summed : upto].to(torch.float64).sum(dim=0)
             self._summed = upto
         window = self.states[max(0, upto - self.window_steps) : upto].mean(dim=0)
         running = (self._sum / upto).to(self.states.dtype)
-        scores = classify(self.probe, torch.stack([window, running]))
-        return scores[0].tolist(), scores[1].tolist()
+        pooled = torch.stack([window, running])
+        scores = classify(self.probe, pooled)
+        return scores[0].tolist(), scores[1].tolist(), bool(outside_range(self.probe, pooled[:1])[0])

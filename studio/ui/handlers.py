@@ -20,13 +20,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import soundfile as sf
+import torch
 
 from probes.figures import auc_by_layer_figure
 from studio.banks import check_for_banks
 from studio.errors import Cancelled, StudioError
 from studio.files import write_json, write_wav
 from studio.hub import SCHEME
-from studio.plan import layer_weights
+from studio.plan import layer_weights, strongest_push
 from studio.recipe import Recipe, check_for_model, load_recipe
 from studio.ui.plots import layer_weights_figure, readout_figure
 from studio.ui.schedule_editor import EditorValue
@@ -159,10 +160,17 @@ class Handlers:
         bank = banks[row.concept]
         score = bank.val_score[:, bank.class_index(row.class_name)]
         try:
-            weights = layer_weights(layering_of(values_of(form)).to_spec(), score).tolist()
+            weights = layer_weights(layering_of(values_of(form)).to_spec(), score)
         except ValueError:  # a field half-edited (InputError) or manual weights of the wrong count: nothing weighted
-            weights = [0.0] * len(score)
-        return layer_weights_figure(score.tolist(), weights, f"{row.name}: AUC and weight per layer")
+            weights = torch.zeros(len(score))
+        title = f"{row.name}: AUC and weight per layer"
+        push = strongest_push(row.strength, weights, bank.residual_norm)
+        if push is not None:  # the same strength is a different push on another model: say how hard it is here
+            layer, fraction = push
+            norm = float(bank.residual_norm[layer])
+            share = f"strength {row.strength:g} = {fraction:.0%} of layer {layer}'s residual norm ({norm:.3g})"
+            title += f"<br><sup>{share}</sup>"
+        return layer_weights_figure(score.tolist(), weights.tolist(), title)
 
     # ---- generating
 
@@ -178,7 +186,7 @@ class Handlers:
         except StudioError as err:
             raise gr.Error(err.page_message) from None
         session = request.session_hash if request else "api"
-        times, probs, started, drawn_step = [], [], time.perf_counter(), 0
+        times, probs, outside, started, drawn_step = [], [], [], time.perf_counter(), 0
         redraw_steps = max(1, int(loaded.frame_rate * max(REDRAW_AUDIO_S, recipe.seconds / MAX_REDRAWS)))
         hidden = gr.update(visible=with_baseline, value=None)
         yield "Starting…", self._readout_plot(recipe, [], []), None, hidden, None, None, None
@@ -189,6 +197,7 @@ class Handlers:
                     if event.probs is not None:
                         times.append((event.step - 1) / loaded.frame_rate)
                         probs.append(event.probs)
+                        outside.append(bool(event.outside))
                     live = gr.update() if event.audio is None else wav_bytes(event.audio, loaded.sample_rate)
                     if event.step - drawn_step >= redraw_steps or event.step == event.total:
                         drawn_step = event.step
@@ -197,7 +206,7 @@ class Handlers:
                         yield (
                             f"Generating… step {event.step}/{event.total} "
                             f"({event.step / loaded.frame_rate:.1f} s of audio).{note}",
-                            self._readout_plot(recipe, times, probs) if recipe.readout else gr.update(),
+                            self._readout_plot(recipe, times, probs, outside) if recipe.readout else gr.update(),
                             *_unchanged(4),
                             live,
                         )
@@ -211,10 +220,11 @@ class Handlers:
                 if steered.readout is not None:
                     times = [t / loaded.frame_rate for t in range(steered.readout.steps)]
                     probs = steered.readout.window.tolist()
+                    outside = steered.readout.outside.tolist()
                 took = time.perf_counter() - started
                 yield (
                     f"Done: {recipe.seconds:g} s of audio in {took:.1f} s.",
-                    self._readout_plot(recipe, times, probs),
+                    self._readout_plot(recipe, times, probs, outside),
                     wav,
                     gr.update(visible=with_baseline, value=base_wav),
                     gr.update(value=wav, visible=True),
@@ -248,7 +258,7 @@ class Handlers:
     def _new_folder(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.out_dir))
 
-    def _readout_plot(self, recipe: Recipe, times: list, probs: list):
+    def _readout_plot(self, recipe: Recipe, times: list, probs: list, outside: list | None = None):
         if recipe.readout is None:
             return None
         concept = recipe.readout.concept
@@ -264,6 +274,7 @@ class Handlers:
             recipe.seconds,
             schedules,
             title=f"{concept} probe readout (layer {self.studio.banks[concept].readout_layer})",
+            outside=outside,
         )
 
     # ---- recipes in

@@ -216,7 +216,7 @@ def _controls(studio: Studio) -> Controls:
         form["gate_p"] = gr.Slider(
             0.05, 1.0, value=DEFAULT_GATE_P, step=0.05, label="Gate p (chance a step is steered)"
         )
-        layer_plot = gr.Plot(label="Layer weights")
+        layer_plot = gr.Plot(label="Layer weights", elem_id="layer-plot")
     form["readout"] = gr.Dropdown(concepts, value=first, label="Probe readout concept")
     return Controls(form, row_boxes, rows_shown, dice, add, layer_plot, starter_panel, starter_button, starter_status)
 

@@ -43,13 +43,24 @@ def readout_figure(
     seconds: float,
     schedules: dict[str, list[list[float]]] | None = None,
     title: str = "probe readout",
+    outside: list[bool] | None = None,
 ) -> go.Figure:
     """Per-timestep class probabilities of the readout probe: one line per class, steered classes bold and coloured,
     the others thin and grey under one legend entry (hover names them). `schedules` (control name -> [[t, v], ...],
     in the order of `steered` where they share a class) are drawn faintly behind in the matching colour, on the same
-    0-1 scale. Without steered classes every class gets its own colour and legend entry."""
+    0-1 scale. Without steered classes every class gets its own colour and legend entry. Steps `outside` the probe's
+    range (studio/readout.py) are a grey band labelled so, with no lines through it: they are not readings."""
     colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(steered))}
     fig = go.Figure()
+    outside = list(outside or [False] * len(times))
+    spans = _spans(times, outside)
+    widest = max(spans, key=lambda span: span[1] - span[0], default=None)
+    label = dict(annotation_text="outside the probe's range", annotation_position="top left", annotation_font_size=11)
+    for span in spans:  # one label, on the widest band: labels on narrow neighbours would overprint
+        fig.add_vrect(
+            x0=span[0], x1=span[1], fillcolor="#9a9a9a", opacity=0.25, line_width=0, **(label if span == widest else {})
+        )
+    probs = [[None] * len(row) if out else row for row, out in zip(probs, outside)]
     for i, (name, points) in enumerate((schedules or {}).items()):
         tint = colour.get(name.split(": ", 1)[-1], PALETTE[i % len(PALETTE)])
         fig.add_scatter(
@@ -93,3 +104,18 @@ def readout_figure(
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "font": {"size": 11}},
     )
     return fig
+
+
+def _spans(times: list[float], flags: list[bool]) -> list[tuple[float, float]]:
+    """(start, end) times of the runs of flagged steps, each reaching half a step beyond its last one."""
+    spans, start = [], None
+    step = times[1] - times[0] if len(times) > 1 else 0.0
+    for t, flag in zip(times, flags):
+        if flag and start is None:
+            start = t
+        if not flag and start is not None:
+            spans.append((start, t - step / 2))
+            start = None
+    if start is not None:
+        spans.append((start, times[-1] + step / 2))
+    return spans

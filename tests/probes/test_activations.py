@@ -65,7 +65,7 @@ def test_cache_is_safetensors_and_a_hit_does_not_touch_the_clips(tiny, tmp_path)
 
     first = cached_activations(tiny, clips, "two-tones", tmp_path, pooling="mean", progress=False)
     files = sorted(tmp_path.glob("acts-*.safetensors"))
-    assert len(files) == 3 and not list(tmp_path.glob("*.tmp"))  # one per pooling, nothing half-written
+    assert len(files) == 4 and not list(tmp_path.glob("*.tmp"))  # one per pooling and the norms, nothing half-written
     again = cached_activations(tiny, clips, "two-tones", tmp_path, pooling="mean", progress=False)
     last = cached_activations(tiny, clips, "two-tones", tmp_path, pooling="last", progress=False)
     assert calls == [1] and torch.equal(first, again) and not torch.equal(first, last)
@@ -99,6 +99,6 @@ def test_unreadable_cache_entry_is_recomputed_and_replaced(tiny, tmp_path, caplo
     assert calls == [1, 1] and torch.allclose(again, first, atol=1e-6)
     assert any(str(mean_file) in r.getMessage() and "recomputing" in r.getMessage() for r in caplog.records)
     assert torch.equal(load_file(mean_file)["activations"], again)  # replaced by a good file
-    assert len(list(tmp_path.glob("acts-*.safetensors"))) == 3 and not list(tmp_path.glob("*.tmp"))
+    assert len(list(tmp_path.glob("acts-*.safetensors"))) == 4 and not list(tmp_path.glob("*.tmp"))
     cached_activations(tiny, clips, "two-tones", tmp_path, pooling="mean", progress=False)
     assert calls == [1, 1]  # and read from cache again

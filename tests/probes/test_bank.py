@@ -403,3 +403,18 @@ def test_auc_figure_shows_the_trained_layers_only(partial):
     assert all(list(trace.x) == [0, 1] for trace in fig.data)
     assert all(all(v == v for v in trace.y) for trace in fig.data)  # no NaN plotted
     assert list(fig.data[-1].y) == pytest.approx(partial.val_score[:2].mean(1).tolist())
+
+
+def test_the_residual_norm_is_kept_checked_and_absent_from_older_banks(tmp_path):
+    norm = torch.tensor([3.5, 5.25, 9.0])
+    path = tmp_path / "notes"
+    fit_notes(residual_norm=norm).save(path)
+    assert torch.equal(ConceptBank.load(path).residual_norm, norm)
+    _rewrite_tensors(path, lambda tensors: tensors.pop("residual_norm"))  # as a bank saved before it was measured
+    meta = json.loads((path / META_FILE).read_text())
+    del meta["tensors"]["residual_norm"]
+    (path / META_FILE).write_text(json.dumps(meta))
+    assert ConceptBank.load(path).residual_norm is None
+    for bad in (torch.tensor([3.5, 0.0, 9.0]), torch.tensor([3.5, float("nan"), 9.0]), torch.tensor([1.0, 2.0])):
+        with pytest.raises(BankError, match="residual norms"):
+            fit_notes(residual_norm=bad)

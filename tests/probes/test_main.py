@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import probes.train as train_module
 from probes.__main__ import _search_hparams, build_parser, main
@@ -172,3 +173,34 @@ def test_an_instruments_bank_trains_reads_and_steers_like_any_other(tiny, tmp_pa
     plain, pushed = (generate(tiny, recipe, banks={"instruments": bank}) for recipe in (base, steered))
     assert not np.array_equal(plain.audio, pushed.audio)
     assert pushed.readout is not None and len(pushed.readout.classes) == 12
+
+
+def test_training_keeps_each_layers_typical_residual_norm(tiny, tmp_path):
+    """The median over the training clips of each layer's mean residual norm, checked against the norms read here
+    with hooks of our own on the decoder layers."""
+    from probes.activations import delayed_decoder_input, encode_clips
+    from probes.syntheory import load_concept
+    from probes.train import stratified_split
+
+    out = tmp_path / "notes"
+    assert main([*TRAIN_NOTES.split(), "--out", str(out), "--cache-dir", str(tmp_path / "acts")]) == 0
+    bank = load_checked(out, tiny.signature)
+    data = load_concept("notes", instruments=[79, 80], octaves=[4, 5], progress=False)
+    train, _ = stratified_split(data.labels, 0.25, 0, regression=False)
+    norms = []  # [clips, L]
+    for clip in data.audio[train]:
+        codes = encode_clips(tiny, torch.from_numpy(clip[None].astype(np.float32)))
+        ids = delayed_decoder_input(codes, tiny.model.config.decoder.pad_token_id)
+        seen = []
+        hooks = [layer.register_forward_hook(lambda _m, _i, out: seen.append(out)) for layer in tiny.decoder_layers()]
+        try:
+            text = tiny.tokenizer([""], return_tensors="pt")
+            with torch.inference_mode():
+                tiny.model(**text, decoder_input_ids=ids.reshape(tiny.num_codebooks, -1), use_cache=False)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        norms.append([float(states[0].norm(dim=-1).mean()) for states in seen])
+    expected = torch.tensor(norms).median(dim=0).values
+    torch.testing.assert_close(bank.residual_norm, expected, rtol=1e-4, atol=0)
+    assert bank.residual_norm.shape == (tiny.num_layers,) and (bank.residual_norm > 1).all()

@@ -40,8 +40,8 @@ def test_pooling_compares_every_pooling_from_one_forward_pass(tiny, tmp_path, mo
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert main(["pooling", *NOTES, "--concepts", "notes", "--out", str(out), "--cache-dir", str(cache)]) == 0
-    assert passes == [("mean", "last", "max", "windows")]  # every pooling in one pass
-    assert len(list(cache.iterdir())) == 4
+    assert passes == [("mean", "last", "max", "windows", "norm")]  # every pooling in one pass, the norms too
+    assert len(list(cache.iterdir())) == 5
     with open(out / "pooling.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["pooling"] for r in rows] == ["mean", "last", "max", "windows"]

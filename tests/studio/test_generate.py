@@ -298,6 +298,9 @@ class LinearReadout:
     def predict_proba(self, X):
         return torch.softmax(torch.as_tensor(X).float() @ self.weights, dim=1)
 
+    def nearest_similarity(self, X):  # a linear probe reads everywhere: nothing is outside its range
+        return torch.ones(len(X))
+
 
 def readout_of(result, cls: int) -> float:
     return float(result.readout.window[:, cls].mean())

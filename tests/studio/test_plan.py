@@ -8,7 +8,7 @@ import torch
 
 from bench.workloads import random_bank
 from studio.model import ModelSignature
-from studio.plan import build_plan, coefficients, draw_gates, layer_weights
+from studio.plan import build_plan, coefficients, draw_gates, layer_weights, strongest_push
 from studio.recipe import Control, LayerSpec, Recipe
 from studio.schedules import Constant, Linear
 
@@ -171,3 +171,12 @@ def test_plan_never_steers_an_untrained_layer():
     assert plan.layer_weights[[2, 4, 5], 0].tolist() == [1.0, 1.0, 1.0]
     assert plan.layer_weights[5, 1] > 0
     assert plan.delta(7)[untrained].abs().sum() == 0
+
+
+def test_the_strongest_push_is_strength_times_weight_over_the_layers_norm():
+    weights, norms = torch.tensor([0.0, 0.5, 1.0, 1.0]), torch.tensor([2.0, 4.0, 10.0, 5.0])
+    # pushes: 0, 2 * 0.5 / 4 = 0.25, 2 / 10 = 0.2, 2 / 5 = 0.4
+    assert strongest_push(2.0, weights, norms) == (3, pytest.approx(0.4))
+    assert strongest_push(-2.0, weights, norms) == (3, pytest.approx(0.4))  # a push away is as hard
+    assert strongest_push(2.0, weights, None) is None  # an older bank: no norms kept
+    assert strongest_push(2.0, torch.zeros(4), norms) is None  # nothing weighted

@@ -143,6 +143,10 @@ def test_browser_two_controls_crossfade_generate(server, tmp_path, width, height
         page = browser.new_page(viewport={"width": width, "height": height}, has_touch=width < 600)
         page.goto(server)
         expect(page.locator("#model-banner")).to_contain_text("tiny")
+        # the first control's push, read against the stream it is added to (the bank keeps each layer's norm)
+        page.get_by_text("Layers and gating").first.click()
+        expect(page.locator("#layer-plot")).to_contain_text("strength 2 = 24% of layer 1", timeout=15000)
+        expect(page.locator("#layer-plot")).to_contain_text("residual norm (8.3)")
         # a second control: notes G next to notes C
         page.locator("#add-control").click()
         expect(page.locator("#control-class-1 input")).to_be_visible()

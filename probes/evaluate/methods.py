@@ -152,7 +152,8 @@ def arm_jobs(ctx: Context, arm: Arm, condition: Condition) -> list[Job]:
 
 
 def methods_jobs(ctx: Context) -> list[Job]:
-    return [job for arm, _ in _arms(ctx) for condition in _conditions(ctx) for job in arm_jobs(ctx, arm, condition)]
+    conditions = _conditions(ctx)
+    return [job for arm, _ in _arms(ctx) for condition in conditions for job in arm_jobs(ctx, arm, condition)]
 
 
 def run_methods(ctx: Context) -> tuple[list[dict], dict]:
@@ -160,6 +161,7 @@ def run_methods(ctx: Context) -> tuple[list[dict], dict]:
     s, concept, L = ctx.settings, ctx.settings.concept, ctx.loaded.num_layers
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
     arms = _arms(ctx)  # first: a bank that cannot be made stops the run before any clip is rendered
+    conditions = _conditions(ctx)  # once: resolving them warns about clamped layer modes
     baseline = ctx.baseline()
     clip_rows = []
     table = [
@@ -179,7 +181,7 @@ def run_methods(ctx: Context) -> tuple[list[dict], dict]:
     ]
     for arm, bank in arms:
         score = _val_score(bank, [bank.class_index(t) for t in ctx.targets], arm.component)
-        for condition in _conditions(ctx):
+        for condition in conditions:
             jobs = arm_jobs(ctx, arm, condition)
             rendered = ctx.render_and_measure(jobs, f"{arm.name} {condition.name}", [concept])
             rows = target_rows(ctx, rendered, lambda i: [rendered.jobs[i].info["target"]], "methods")
@@ -220,7 +222,7 @@ def run_methods(ctx: Context) -> tuple[list[dict], dict]:
         "methods": list(s.methods),
         "arms": [arm.name for arm, _ in arms],
         "banks": {arm.method: arm.bank_field for arm, _ in arms},
-        "conditions": [c.to_dict(L) for c in _conditions(ctx)],
+        "conditions": [c.to_dict(L) for c in conditions],
         "table": table,
         "files": [str(f.relative_to(ctx.out)) for f in files],
     }

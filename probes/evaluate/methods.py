@@ -27,7 +27,7 @@ from .conditions import Condition, paper_base, resolve_conditions
 from .figures import pareto_figure
 from .report import mean_columns, write_csv
 from .runner import Context, Job, slug
-from .sweep import accuracy_axis, target_rows
+from .sweep import accuracy_axis, condition_jobs, target_rows
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +134,10 @@ def _arms(ctx: Context) -> list[tuple[Arm, ConceptBank]]:
 
 def arm_jobs(ctx: Context, arm: Arm, condition: Condition) -> list[Job]:
     """One clip per target, prompt and seed. RFM's first direction through the --bank's bank is the sweep's clip."""
-    s, L = ctx.settings, ctx.loaded.num_layers
-    same_as_sweep = arm.bank_field == s.bank and arm.component == 0
-    arm_folder = "sweep" if same_as_sweep else f"methods/{slug(arm.method)}-c{arm.component}"
-    group = f"{arm_folder}/{condition.name}"
-    return [
-        job
-        for target in ctx.targets
-        for job in ctx.prompt_seed_jobs(
-            group,
-            f"{slug(target)}-",
-            {"condition": condition.name, "method": arm.method, "component": arm.component, "target": target},
-            [condition.control(s.concept, target, L, arm.component)],
-            bank=arm.bank_field,
-        )
-    ]
+    same_as_sweep = arm.bank_field == ctx.settings.bank and arm.component == 0
+    folder = "sweep" if same_as_sweep else f"methods/{slug(arm.method)}-c{arm.component}"
+    info = {"method": arm.method, "component": arm.component}
+    return condition_jobs(ctx, condition, folder, arm.component, arm.bank_field, info)
 
 
 def methods_jobs(ctx: Context) -> list[Job]:

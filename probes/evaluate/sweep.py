@@ -36,17 +36,26 @@ def target_rows(ctx: Context, rendered: Rendered, targets_of, experiment: str = 
     ]
 
 
-def condition_jobs(ctx: Context, condition: Condition) -> list[Job]:
-    """One clip per target, prompt and seed, steered as `condition` says."""
+def condition_jobs(
+    ctx: Context,
+    condition: Condition,
+    folder: str = "sweep",
+    component: int = 0,
+    bank: str | None = None,
+    info: dict | None = None,
+) -> list[Job]:
+    """One clip per target, prompt and seed, steered as `condition` says along the class's direction `component`, with
+    the banks of `bank` (None: --bank's), under `<folder>/<condition>`; `info` adds columns to the clips' rows."""
     concept, L = ctx.settings.concept, ctx.loaded.num_layers
     return [
         job
         for target in ctx.targets
         for job in ctx.prompt_seed_jobs(
-            f"sweep/{condition.name}",
+            f"{folder}/{condition.name}",
             f"{slug(target)}-",
-            {"condition": condition.name, "target": target},
-            [condition.control(concept, target, L)],
+            {"condition": condition.name, **(info or {}), "target": target},
+            [condition.control(concept, target, L, component)],
+            bank=bank,
         )
     ]
 

@@ -476,10 +476,13 @@ class RFMProbe:
     def _kernel_blocks(self, X: torch.Tensor):
         """The kernel matrix of X [n, d] against the centers, a block of rows at a time (bounded memory)."""
         rows = max(1, _PREDICT_CHUNK_ELEMENTS // max(1, len(self.centers)))
+        for i in range(0, len(X), rows):
+            yield self._kernel(X[i : i + rows])
+
+    def _kernel(self, X: torch.Tensor) -> torch.Tensor:
         if self._prepared is None:  # a fitted probe's centers and M do not change
             self._prepared = prepare_centers(self.centers, self.M)
-        for i in range(0, len(X), rows):
-            yield kernel_matrix(X[i : i + rows], self.centers, self.M, self.bandwidth, self.exponent, self._prepared)
+        return kernel_matrix(X, self.centers, self.M, self.bandwidth, self.exponent, self._prepared)
 
     def _outputs(self, X: torch.Tensor) -> torch.Tensor:
         if not len(X):
@@ -508,13 +511,22 @@ class RFMProbe:
         """Binary: the output clipped to [0, 1], [n]. Multiclass: outputs clipped to [eps, 1], rows divided by their
         sum, [n, C] (one-hot regression targets make outputs near 0/1, so this keeps sharp, honest probabilities where a
         softmax of such outputs would flatten them). Regression probes have no probabilities (RFMError; use predict)."""
+        return self._probabilities(self._outputs(self._as_input(X)), eps)
+
+    def _probabilities(self, out: torch.Tensor, eps: float) -> torch.Tensor:
         if self.task == "regression":
             raise RFMError("a regression probe has no class probabilities; use predict() for the predicted value")
-        out = self._outputs(self._as_input(X))
         if self.task == "binary":
             return out[:, 0].clamp(0.0, 1.0)
         out = out.clamp(eps, 1.0)
         return out / out.sum(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def proba_and_similarity(self, X, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict_proba(X)`` and ``nearest_similarity(X)`` from one kernel evaluation, for a few rows (the whole
+        kernel block is held at once), with no value read back to the host (the closed-loop controller's step)."""
+        kernel = self._kernel(self._as_input(X))
+        return self._probabilities(kernel @ self.alphas, eps), kernel.amax(dim=1)
 
     @torch.no_grad()
     def gradients(self, X=None) -> torch.Tensor:

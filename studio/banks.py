@@ -189,6 +189,11 @@ def check_for_banks(recipe: Recipe, banks: dict[str, ConceptBank], signature: Mo
                 f"{'direction' if components == 1 else 'directions'} per class), got {control.component}",
             )
         _check_trained_layers(control, f"controls[{i}].layers", bank)
+        if control.target is not None and bank.readout.task == "regression":
+            fail(
+                f"controls[{i}].target",
+                f"needs class probabilities; the '{control.concept}' bank's readout predicts a value (regression)",
+            )
     if recipe.readout:
         bank = _bank_of(banks, recipe.readout.concept, "readout.concept")
         layer = recipe.readout.layer

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from studio.banks import check_for_banks, load_banks
+from studio.control import Controller
 from studio.decode import ATTENTION_BUCKET, StepCallback, decode
 from studio.errors import Cancelled, InputError
 from studio.files import read_audio
@@ -65,6 +66,7 @@ class StepEvent:
     running: list[float] | None = None
     audio: np.ndarray | None = None  # with ``stream_audio``: the clip's next samples (float32), once each, in order
     outside: bool | None = None
+    strengths: list[float] | None = None  # with closed-loop controls: each control's strength at the readout's step
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Result:
     tokens: torch.Tensor  # [num_codebooks, steps + 1] decoder tokens in the delay pattern, BOS column first
     plan: SteeringPlan | None  # the compiled plan (None without enabled controls)
     precision: dict  # the decoder's precision and why it was chosen (studio/precision.py)
+    strengths: torch.Tensor | None = None  # [T, K] each control's realised strength per step, with closed-loop controls
 
     def record(self, audio_file: str | None = None) -> dict:
         """The JSON saved next to a render: the recipe as run (loadable with recipe.load_recipe), the decoder's
@@ -90,6 +93,14 @@ class Result:
                 "steps": int(self.tokens.shape[1]) - 1,
             },
             "readout": self.readout.to_dict() if self.readout else None,
+            **({"strengths": self.strengths_dict()} if self.strengths is not None else {}),
+        }
+
+    def strengths_dict(self, digits: int = 6) -> dict:
+        """Each enabled control's realised strength per step (closed-loop controls: what their controllers set)."""
+        return {
+            "controls": list(self.plan.labels),
+            "steps": [[round(v, digits) for v in row] for row in self.strengths.tolist()],
         }
 
 
@@ -107,8 +118,10 @@ class _StepEvents:
         live: LiveReadout | None,
         every: int,
         stream: AudioStream | None = None,
+        control: tuple[Controller, torch.Tensor] | None = None,
     ):
         self.total, self.on_step, self.cancel, self.live, self.every = total, on_step, cancel, live, every
+        self.control = control  # the controller and the controls' strengths (ceilings)
         self.stream, self.part, self.before = stream, None, None
         self.offset, self.captured, self.copied = 0, None, 0
         self.emitted = 0  # a window's last K - 1 steps come again in the next window: each step is reported once
@@ -144,11 +157,14 @@ class _StepEvents:
             self.copied = done
         if self.on_step is not None and self.emitted < done <= self.total:
             self.emitted = done
-            probs = running = outside = None
+            probs = running = outside = strengths = None
             if self.live is not None and (done % self.every == 0 or done == self.total):
                 probs, running, outside = self.live.at(done - 1)
+                if self.control is not None:
+                    controller, ceilings = self.control
+                    strengths = (controller.gains[done - 1].cpu() * ceilings).tolist()
             audio = self._audio(done, tokens) if self.stream is not None else None
-            self.on_step(StepEvent(done, self.total, probs, running, audio, outside))
+            self.on_step(StepEvent(done, self.total, probs, running, audio, outside, strengths))
 
 
 @dataclass(frozen=True)
@@ -279,7 +295,11 @@ def generate(
     states = torch.zeros(steps, loaded.hidden_size, device=loaded.device) if bank else None
     live = LiveReadout(states, probe, window_steps) if bank else None
     every = readout_every or max(1, loaded.frame_rate // 5)
-    events = _StepEvents(steps, on_step, cancel, live, every, AudioStream(loaded) if stream_audio else None)
+    controller = Controller.for_plan(plan, recipe.active_controls(), bank, loaded.frame_rate, loaded.device)
+    ceilings = torch.tensor([c.strength for c in recipe.active_controls()], dtype=torch.float32)
+    control = (controller, ceilings) if controller is not None else None
+    stream = AudioStream(loaded) if stream_audio else None
+    events = _StepEvents(steps, on_step, cancel, live, every, stream, control)
     cfg = recipe.sampling.guidance_scale > 1
     codes = given  # [K, frames made so far]
     with loaded.lock:
@@ -295,7 +315,10 @@ def generate(
                 steps=part_steps,
                 cfg=cfg,
                 prefix=loaded.prefix_length(recipe.prompt),
+                controller=controller,
             ) as hooks:
+                if controller is not None:
+                    controller.next_pass(part.start)
                 before = codes[:, : part.start] if index else None
                 events.next_pass(part, part.given if index else 0, hooks.states, before)
                 # What the engine reads: the text, the melody, the sampling, this pass's length and seed (each later
@@ -323,6 +346,7 @@ def generate(
         tokens=tokens,
         plan=plan,
         precision={"decoder": loaded.precision, "why": loaded.precision_note},
+        strengths=controller.realised(ceilings) if controller is not None else None,
     )
 
 

@@ -12,6 +12,8 @@ At decoder layer l, for each computed position t, the layer's output gets ``sum_
 in place (t >= T adds nothing). With classifier-free guidance the decoder batch is [conditional; unconditional]:
 ``cfg_mode="both"`` steers every row, ``"cond_only"`` only the conditional half. The captured readout state of step t
 is the (steered) output of ``capture_layer`` at position t in batch row 0, the conditional row of a one-prompt batch.
+With a ``controller`` (studio/control.py: closed-loop controls) each c[t, :, k] is first multiplied by control k's gain
+of step t, and the controller reads the captured states as the readout layer makes them.
 
 Per forward the work is a few tensor ops in the pre-hook (the plan rows, one batched matmul with V) and
 one in-place add per hooked layer; there is no Python loop over controls. Hooks are removed
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from studio.control import Controller
 from studio.plan import SteeringPlan
 
 
@@ -81,11 +84,15 @@ class HookManager:
         steps: int | None = None,
         cfg: bool = False,
         prefix: int = 0,
+        controller: Controller | None = None,
     ):
         self.decoder = loaded.decoder_stack()
         self.prefix, self.prefixed = prefix, loaded.takes_melody
         self.layers = loaded.decoder_layers()
         self.plan, self.capture_layer, self.cfg = plan, capture_layer, cfg
+        if controller is not None and (plan is None or capture_layer is None):
+            raise ValueError("a controller needs a plan to scale and the readout layer's states to read")
+        self.controller = controller
         self.dtype, self.device = loaded.dtype, loaded.device
         self.steps = steps if steps is not None else (plan.steps if plan is not None else 0)
         # One scratch row past the end takes the positions beyond `steps` (an extra look-ahead forward).
@@ -121,7 +128,7 @@ class HookManager:
         count = _new_positions(args, kwargs, self.prefixed)
         start = _cache_length(kwargs.get("cache")) - self.prefix  # the step of the first position computed
         last_row = self._coefficients.shape[0] - 1 if self.plan is not None else 0
-        if isinstance(start, int) and count == 1 and start >= 0:
+        if isinstance(start, int) and count == 1 and start >= 0 and self.controller is None:
             # The common step of transformers' loop: host indexing, the fewest tensor ops.
             self._start, self._positions = start, None
             if self.plan is not None:
@@ -136,6 +143,8 @@ class HookManager:
             if self.prefix:  # ... and so do a melody prefix's (negative steps)
                 rows = rows.masked_fill(self._positions < 0, last_row)
             rows = self._coefficients.index_select(0, rows)
+            if self.controller is not None:  # closed-loop controls: their gains of these steps
+                rows = rows * self.controller.gains_for(self._positions)[:, None, :]
             # [L, n, K] @ [L, K, d] -> [L, n, d]: one batched matmul for all layers and controls.
             self._deltas = torch.bmm(rows.transpose(0, 1), self._directions).to(self.dtype).unbind(0)
 
@@ -168,6 +177,8 @@ class HookManager:
         self._buffer.index_copy_(0, rows, output[0].to(torch.float32))
         done = (self._positions[-1] + 1).clamp(0, self.steps)  # positions grow along the forward
         torch.maximum(self._filled, done, out=self._filled)
+        if self.controller is not None:
+            self.controller.observe(output[0].to(torch.float32), self._positions)
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 

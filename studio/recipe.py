@@ -32,6 +32,9 @@ Field semantics:
   as the paper), or ``{"mode": "manual", "weights": [w_0, ..., w_{L-1}]}``.
 - ``controls[i].schedule``: see studio/schedules.py (``constant`` / ``linear`` / ``exponential`` / ``points``, in
   seconds).
+- ``controls[i].target``: ``{"p": 0.8}`` (optionally ``"kp"``, ``"ki"``) steers in closed loop (studio/control.py):
+  each step's strength is set so that the readout's running probability of the control's class holds at p, up to the
+  control's ``strength`` as a ceiling (it must be positive). The readout must read the control's concept.
 - ``readout``: the concept whose probe reads the hidden states during generation; ``layer`` is ``"best"`` (the
   bank's readout layer) or that layer's index; ``window_s`` the sliding window; null turns the readout off.
 - ``extend``: ``{"window_s": null, "stride_s": null}``. A clip longer than the window (null: the model's longest, 30 s
@@ -134,6 +137,17 @@ def _strength(value: Any, path: str) -> float:
 
 
 @dataclass(frozen=True)
+class Target(JsonData):
+    """Closed-loop steering (studio/control.py): hold the readout's running probability of the control's class at
+    ``p``, the control's strength its ceiling, by a proportional-integral controller with gains ``kp`` (per unit of
+    probability error) and ``ki`` (per unit of error and second), both in units of the ceiling."""
+
+    p: float = spec(read=number(0.0, 1.0, low_open=True))
+    kp: float = spec(4.0, read=number(0.0, 100.0))
+    ki: float = spec(2.0, read=number(0.0, 100.0))
+
+
+@dataclass(frozen=True)
 class Control(JsonData):
     """One concept direction: ``strength * schedule(t) * layer_weight[l] * gate[t, l]`` times its unit vector."""
 
@@ -145,6 +159,7 @@ class Control(JsonData):
     layers: LayerSpec = spec(LayerSpec(), read=read_layer_spec)
     gate_p: float = spec(0.3, read=number(0.0, 1.0, low_open=True))  # chance that it acts at a (step, layer)
     enabled: bool = spec(True, read=boolean)
+    target: Target | None = spec(None, read=optional(nested(Target)), omit_none=True)  # closed loop; strength: ceiling
 
 
 def _readout_layer(value: Any, path: str) -> int | str:
@@ -218,6 +233,19 @@ class Recipe(JsonData):
             latest = control.schedule.latest_time()
             if latest > self.seconds:
                 fail(f"controls[{i}].schedule", f"names time {latest:g} s, outside the clip (0 to {self.seconds:g} s)")
+            if control.target is None or not control.enabled:
+                continue
+            if control.strength <= 0:
+                fail(
+                    f"controls[{i}].strength",
+                    f"is the ceiling of a control with a target and must be positive, got {control.strength:g}",
+                )
+            if self.readout is None or self.readout.concept != control.concept:
+                read = "nothing" if self.readout is None else f"'{self.readout.concept}'"
+                fail(
+                    f"controls[{i}].target",
+                    f"needs the readout to read '{control.concept}', which it steers towards; the readout reads {read}",
+                )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -332,6 +360,7 @@ __all__ = [
     "Sampling",
     "LayerSpec",
     "Control",
+    "Target",
     "ReadoutSpec",
     "Extension",
     "Recipe",

@@ -26,7 +26,9 @@ LAYERS = [
     ("studio.hub",),  # a bank on the Hugging Face Hub -> a folder in its cache, for the banks above
     ("studio.banks",),
     ("studio.plan",),
-    ("studio.hooks", "studio.readout", "studio.streaming"),
+    ("studio.readout",),
+    ("studio.control",),  # closed-loop steering: reads the readout probe, scales the plan
+    ("studio.hooks", "studio.streaming"),
     ("studio.decode",),
     # the runtime's top: a recipe in, audio and readout out; a model loaded at its fastest faithful precision
     ("studio.generate", "studio.reference", "studio.precision"),

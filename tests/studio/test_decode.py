@@ -4,6 +4,7 @@ CPU tests compare tokens (the EnCodec codes generate hands to the codec), not ju
 eager, greedy against transformers in fp16) skip with a reason when no CUDA device is present.
 """
 
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -327,6 +328,33 @@ def test_steering_hooks_survive_replay(tiny):
     assert replay_hooks.positions == eager_hooks.positions == steps
     assert torch.equal(replay_hooks.states, eager_hooks.states)
     assert not torch.equal(decode(tiny, ["calm piano"], frames, seed=2, with_audio=False).sequence, eager.sequence)
+
+
+def test_closed_loop_steering_survives_replay(tiny):
+    """studio/control.py's controller (readout probe, PI update, recorded gains) inside the replayed step: the same
+    tokens and the same gains as eagerly, and gains that move (the controller acted on every replay)."""
+    from probes.bank import ConceptBank
+    from studio.control import Controller
+
+    bank = ConceptBank.load(Path(__file__).resolve().parents[2] / "assets" / "banks" / "tiny" / "notes")
+    frames = 25
+    steps = frames + tiny.num_codebooks - 1
+    plan = random_plan(tiny, steps, seed=4)
+
+    def controller():
+        return Controller(bank.readout, [0.5, None], [4, 0], [1.0, 0.0], [1.0, 0.0], tiny.frame_rate, steps)
+
+    eager_control, replay_control = controller(), controller()
+    with HookManager(tiny, plan, capture_layer=bank.readout_layer, steps=steps, controller=eager_control):
+        eager = decode(tiny, ["calm piano"], frames, seed=2, with_audio=False, attention_bucket=8)
+    with (
+        HookManager(tiny, plan, capture_layer=bank.readout_layer, steps=steps, controller=replay_control),
+        torch.inference_mode(),
+    ):
+        replayed = replayed_decode(tiny, "calm piano", frames, 2, Sampling())
+    assert torch.equal(replayed, eager.sequence)
+    assert torch.equal(replay_control.gains, eager_control.gains)
+    assert len(set(eager_control.gains[:steps, 0].tolist())) > 5 and (eager_control.gains[:, 1] == 1).all()
 
 
 def test_stock_forward_is_back_after_an_exception_in_the_callback(tiny):

@@ -14,6 +14,7 @@ from studio.recipe import (
     Control,
     LayerSpec,
     Recipe,
+    Target,
     check_for_model,
     crossfade_controls,
     load_recipe,
@@ -72,6 +73,14 @@ def test_design_example_parses_and_round_trips():
     assert json.loads(again.to_json()) == recipe.to_dict()
 
 
+def test_a_target_round_trips_and_a_recipe_without_one_keeps_its_json():
+    recipe = parse_recipe(with_control(target={"p": 0.8}))
+    assert recipe.controls[0].target == Target(p=0.8, kp=4.0, ki=2.0)
+    assert recipe.to_dict()["controls"][0]["target"] == {"p": 0.8, "kp": 4.0, "ki": 2.0}
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    assert "target" not in parse_recipe(DESIGN_EXAMPLE).to_dict()["controls"][0]  # old recipes' JSON is unchanged
+
+
 def test_minimal_recipe_takes_the_documented_defaults():
     recipe = parse_recipe({"version": 1, "seconds": 2})
     assert recipe == Recipe(seconds=2.0)
@@ -127,6 +136,17 @@ def test_minimal_recipe_takes_the_documented_defaults():
         (with_control(schedule={"kind": "constant", "value": 2}), "controls[0].schedule.value must be in [-1, 1]"),
         (with_control(schedule={"kind": "sine"}), "controls[0].schedule.kind must be one of constant, linear"),
         (with_control(schedule={"kind": "constant", "rate": 1}), "controls[0].schedule.rate is not a known field here"),
+        (with_control(target={"p": 0}), "controls[0].target.p must be in (0, 1], got 0"),
+        (with_control(target={"p": 0.8, "kd": 1}), "controls[0].target.kd is not a known field here"),
+        (with_control(target={"kp": 2}), "controls[0].target.p is required"),
+        (
+            with_control(target={"p": 0.8}, strength=-1),
+            "controls[0].strength is the ceiling of a control with a target and must be positive, got -1",
+        ),
+        (
+            example(readout=None, controls=[{"concept": "notes", "class": "C", "strength": 2, "target": {"p": 0.8}}]),
+            "controls[0].target needs the readout to read 'notes', which it steers towards; the readout reads nothing",
+        ),
         (example(seconds=0), "seconds must be in (0, 600], got 0"),
         (example(seconds=-1), "seconds must be in (0, 600], got -1"),
         (example(seconds="10"), "seconds must be a number, got a string"),

@@ -10,7 +10,7 @@ from probes.cluster import add_ray_argument, connect
 from probes.directions import METHODS
 
 from .conditions import PAPER_GATES, PAPER_LAYER_MODES, PAPER_STRENGTHS, SWEEPS
-from .runner import DEFAULT_EXPERIMENTS, DEFAULT_PROMPTS, EXPERIMENTS, EvalSettings
+from .runner import CLOSED_TARGETS, DEFAULT_EXPERIMENTS, DEFAULT_PROMPTS, EXPERIMENTS, EvalSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "--experiments",
         nargs="+",
         choices=EXPERIMENTS,
-        help=f"default: {' '.join(DEFAULT_EXPERIMENTS)}; with --methods alone: methods",
+        help=f"default: {' '.join(DEFAULT_EXPERIMENTS)}; with --methods or --closed alone: those",
     )
     add(
         "--methods",
@@ -51,6 +51,20 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         metavar="METHOD",
         help=f"the methods experiment: steer with the directions of each method ({', '.join(METHODS)}; none named: "
         "all), RFM's first four one by one, each method's bank trained on the --bank bank's data into <out>/banks",
+    )
+    add(
+        "--closed",
+        nargs="*",
+        type=float,
+        metavar="P",
+        help="the closed-loop experiment: hold the readout of the target at each probability P (none named: "
+        f"{' '.join(f'{p:g}' for p in CLOSED_TARGETS)}) against fixed --strengths, compared at equal accuracy",
+    )
+    add(
+        "--closed-ceiling",
+        type=float,
+        default=None,
+        help="the closed-loop arms' ceiling on their strength (default: the largest --strengths value)",
     )
     add(
         "--sweep",
@@ -117,6 +131,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         sweep=args.sweep,
         experiments=_experiments(args),
         methods=list(args.methods or METHODS),
+        closed=list(args.closed or CLOSED_TARGETS),
+        closed_ceiling=args.closed_ceiling,
         crossfade=args.crossfade,
         crossfade_strength=args.crossfade_strength,
         crossfade_span_s=args.crossfade_span,
@@ -135,10 +151,11 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 
 
 def _experiments(args: argparse.Namespace) -> list[str]:
-    """--experiments as given (the defaults when not), with methods added when --methods is given; --methods alone
-    runs only the methods experiment."""
-    asked = args.experiments or ([] if args.methods is not None else list(DEFAULT_EXPERIMENTS))
-    return list(dict.fromkeys(asked + (["methods"] if args.methods is not None else [])))
+    """--experiments as given (the defaults when not), with methods and closed added when --methods and --closed are
+    given; either alone runs only its experiment."""
+    named = [name for name in ("methods", "closed") if getattr(args, name) is not None]
+    asked = args.experiments or ([] if named else list(DEFAULT_EXPERIMENTS))
+    return list(dict.fromkeys(asked + named))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -193,6 +210,19 @@ def _crossfade_line(c: dict) -> str:
     )
 
 
+def _closed_line(row: dict) -> str:
+    """A closed arm's mean strength, and its drift against fixed strength's at the same accuracy (by each judge)."""
+    parts = []
+    for suffix, judge in (("", "probe"), ("_bp", "basic-pitch")):
+        same = row.get(f"fd_fixed_same_acc{suffix}")
+        if same is not None:
+            saving = row[f"fd_saving{suffix}"]
+            parts.append(f"{judge}: fixed strength needs FD {same:.3f} for that accuracy ({saving:+.0%} drift saved)")
+        elif f"fd_fixed_same_acc{suffix}" in row:
+            parts.append(f"{judge}: no two fixed strengths bracket its accuracy")
+    return f"{row['condition']}: mean strength {row['mean_strength']:.2f}, FD {row['fd_acts']:.3f}; " + "; ".join(parts)
+
+
 def format_summary(summary: dict) -> str:
     """The headline numbers as plain text tables."""
     lines = []
@@ -209,6 +239,10 @@ def format_summary(summary: dict) -> str:
     if "methods" in summary:
         lines.append("direction methods (method #direction), all judged by the --bank bank's readout probe:")
         lines += _condition_lines(summary["methods"]["table"])
+    if "closed" in summary:
+        lines.append("closed loop (-t<P>: the readout held at P) against fixed strength:")
+        lines += _condition_lines(summary["closed"]["table"])
+        lines += [_closed_line(row) for row in summary["closed"]["table"] if row["arm"] == "closed"]
     if summary["clap"]["status"] != "ok":
         lines.append(f"CLAP skipped: {summary['clap']['reason']}")
     clips = summary["clips"]

@@ -60,20 +60,23 @@ def layer_spec(mode: str, num_layers: int) -> dict:
 
 @dataclass(frozen=True)
 class Condition:
-    """One steering setting of a sweep."""
+    """One steering setting of a sweep; with `target_p`, closed loop (studio/control.py): the readout held at that
+    probability of the target class, `strength` the ceiling."""
 
     strength: float
     layers: str  # compact layer mode, see the module docstring
     gate_p: float
+    target_p: float | None = None
 
     @property
     def name(self) -> str:
-        return f"s{self.strength:g}-{self.layers}-p{self.gate_p:g}"
+        closed = "" if self.target_p is None else f"-t{self.target_p:g}"
+        return f"s{self.strength:g}-{self.layers}-p{self.gate_p:g}{closed}"
 
     def control(self, concept: str, target: str, num_layers: int, component: int = 0) -> dict:
         """The recipe's control object steering `concept` towards class `target` along the class's direction
         `component` (0: the first), with a constant schedule."""
-        return {
+        control = {
             "concept": concept,
             "class": target,
             "strength": self.strength,
@@ -82,6 +85,7 @@ class Condition:
             "layers": layer_spec(self.layers, num_layers),
             "gate_p": self.gate_p,
         }
+        return control if self.target_p is None else {**control, "target": {"p": self.target_p}}
 
     def to_dict(self, num_layers: int) -> dict:
         return {
@@ -90,6 +94,7 @@ class Condition:
             "layers": self.layers,
             "gate_p": self.gate_p,
             "layer_spec": layer_spec(self.layers, num_layers),
+            **({} if self.target_p is None else {"target_p": self.target_p}),
         }
 
 

@@ -23,11 +23,11 @@ from probes.bank import META_FILE, ConceptBank
 from probes.directions import ONE_DIRECTION
 from studio.errors import BankError, EvaluationError
 
-from .conditions import Condition, paper_base, resolve_conditions
+from .conditions import Condition
 from .figures import pareto_figure
 from .report import mean_columns, write_csv
 from .runner import Context, Job, slug
-from .sweep import accuracy_axis, condition_jobs, target_rows
+from .sweep import accuracy_axis, condition_jobs, strength_conditions, target_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,6 @@ class Arm:
     @property
     def name(self) -> str:
         return self.method if self.method in ONE_DIRECTION else f"{self.method} #{self.component}"
-
-
-def _conditions(ctx: Context) -> list[Condition]:
-    """One condition per --strengths value, at the sweep's default layer mode and gate (clamped for this model)."""
-    s = ctx.settings
-    _, layers, gate = paper_base(s.strengths, s.layer_modes, s.gates)
-    requested = [Condition(strength, layers, gate) for strength in dict.fromkeys(s.strengths)]
-    return [entry.condition for entry in resolve_conditions(requested, ctx.loaded.num_layers)]
 
 
 def _method_bank(ctx: Context, method: str) -> tuple[str | None, ConceptBank]:
@@ -141,7 +133,7 @@ def arm_jobs(ctx: Context, arm: Arm, condition: Condition) -> list[Job]:
 
 
 def methods_jobs(ctx: Context) -> list[Job]:
-    conditions = _conditions(ctx)
+    conditions = strength_conditions(ctx)
     return [job for arm, _ in _arms(ctx) for condition in conditions for job in arm_jobs(ctx, arm, condition)]
 
 
@@ -150,7 +142,7 @@ def run_methods(ctx: Context) -> tuple[list[dict], dict]:
     s, concept, L = ctx.settings, ctx.settings.concept, ctx.loaded.num_layers
     stats = dict(confidence=s.confidence, resamples=s.resamples, seed=s.ci_seed)
     arms = _arms(ctx)  # first: a bank that cannot be made stops the run before any clip is rendered
-    conditions = _conditions(ctx)  # once: resolving them warns about clamped layer modes
+    conditions = strength_conditions(ctx)  # once: resolving them warns about clamped layer modes
     baseline = ctx.baseline()
     clip_rows = []
     table = [

@@ -8,6 +8,7 @@ from pathlib import Path
 from probes import transcribe
 
 from .clap import ClapScorer
+from .closed import closed_jobs, run_closed
 from .crossfade import crossfade_jobs, run_crossfade
 from .methods import methods_jobs, run_methods
 from .multi import multi_jobs, run_multi
@@ -18,9 +19,21 @@ from .sweep import run_sweep, sweep_jobs
 log = logging.getLogger(__name__)
 
 JUDGE = "basic-pitch 0.4.0 (ICASSP 2022, ONNX) on notes and chords clips"
-RUNNERS = {"sweep": run_sweep, "crossfade": run_crossfade, "multi": run_multi, "methods": run_methods}
+RUNNERS = {
+    "sweep": run_sweep,
+    "crossfade": run_crossfade,
+    "multi": run_multi,
+    "methods": run_methods,
+    "closed": run_closed,
+}
 # the clips each experiment renders
-JOBS = {"sweep": sweep_jobs, "crossfade": crossfade_jobs, "multi": multi_jobs, "methods": methods_jobs}
+JOBS = {
+    "sweep": sweep_jobs,
+    "crossfade": crossfade_jobs,
+    "multi": multi_jobs,
+    "methods": methods_jobs,
+    "closed": closed_jobs,
+}
 
 
 def load_banks(settings: EvalSettings, loaded) -> dict:

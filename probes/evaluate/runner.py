@@ -12,6 +12,7 @@ A run writes into one folder:
     crossfade.*       readout over time
     multi.csv, interference.csv, interference.*   the two-concept experiment
     banks/<method>/<concept>, methods.csv, methods_drift.*   the direction methods side by side (--methods)
+    closed.csv, closed_drift.*   closed-loop steering against fixed strength at equal accuracy (--closed)
     summary.json      the aggregates of every experiment, what was skipped and why, clips rendered and reused
 
 Resuming: clips already in clips/ are reused (see clips.py); everything else is recomputed from them.
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from probes.directions import METHODS, check_method
 from studio.errors import EvaluationError
-from studio.recipe import Recipe
+from studio.recipe import MAX_STRENGTH, Recipe
 
 from .clap import NO_CHECKPOINT_REASON, ClapScorer
 from .clips import ClipStore, StoredClip, bank_digest
@@ -40,8 +41,9 @@ from .metrics import drift_against
 
 log = logging.getLogger(__name__)
 
-EXPERIMENTS = ("sweep", "crossfade", "multi", "methods")
+EXPERIMENTS = ("sweep", "crossfade", "multi", "methods", "closed")
 DEFAULT_EXPERIMENTS = ("sweep", "crossfade", "multi")  # methods trains a bank per direction method: asked for by name
+CLOSED_TARGETS = (0.5, 0.7, 0.9)  # the closed-loop experiment's target probabilities
 DEFAULT_PROMPTS = (
     "a calm solo piano piece",
     "an upbeat electronic dance track",
@@ -69,6 +71,8 @@ class EvalSettings:
     sweep: str = "paper"
     experiments: list[str] = field(default_factory=lambda: list(DEFAULT_EXPERIMENTS))
     methods: list[str] = field(default_factory=lambda: list(METHODS))  # the methods experiment's direction methods
+    closed: list[float] = field(default_factory=lambda: list(CLOSED_TARGETS))  # the closed-loop experiment's targets
+    closed_ceiling: float | None = None  # its arms' ceiling; None: the largest of `strengths`
     crossfade: list[str] | None = None  # [n1, n2]; None: the first two targets
     crossfade_strength: float = 0.45
     crossfade_span_s: float | None = None  # seconds of the ramps, centred on the clip's middle; None: the whole clip
@@ -297,6 +301,15 @@ def check_settings(s: EvalSettings) -> None:
         for method in s.methods:
             check_method(method)
         sweep_conditions(s.strengths, s.layer_modes, s.gates)  # its strengths, layer mode and gate are checked too
+    if "closed" in s.experiments:
+        if not s.closed or len(set(s.closed)) != len(s.closed) or not all(0 < p <= 1 for p in s.closed):
+            raise EvaluationError(f"--closed needs distinct target probabilities in (0, 1], got {s.closed}")
+        ceiling = s.closed_ceiling if s.closed_ceiling is not None else max(s.strengths)
+        if not 0 < ceiling <= MAX_STRENGTH:
+            raise EvaluationError(f"the closed-loop ceiling must lie in (0, {MAX_STRENGTH:g}], got {ceiling:g}")
+        if len(set(s.strengths)) < 2:
+            raise EvaluationError("the closed-loop experiment compares against fixed strength: give two --strengths")
+        sweep_conditions(s.strengths, s.layer_modes, s.gates)
 
 
 def describe_run(ctx: Context) -> dict:

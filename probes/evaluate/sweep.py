@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .conditions import Condition, Resolved, clamped_modes, resolve_conditions, sweep_conditions
+from .conditions import Condition, Resolved, clamped_modes, paper_base, resolve_conditions, sweep_conditions
 from .figures import pareto_figure
 from .report import mean_columns, write_csv
 from .runner import Context, Job, Rendered, slug
@@ -45,8 +45,10 @@ def condition_jobs(
     info: dict | None = None,
 ) -> list[Job]:
     """One clip per target, prompt and seed, steered as `condition` says along the class's direction `component`, with
-    the banks of `bank` (None: --bank's), under `<folder>/<condition>`; `info` adds columns to the clips' rows."""
+    the banks of `bank` (None: --bank's), under `<folder>/<condition>`; `info` adds columns to the clips' rows. A
+    closed-loop condition's clips read the concept (its controller's readout) with the run's readout window."""
     concept, L = ctx.settings.concept, ctx.loaded.num_layers
+    readout = None if condition.target_p is None else {"concept": concept, "window_s": ctx.settings.readout_window_s}
     return [
         job
         for target in ctx.targets
@@ -55,9 +57,19 @@ def condition_jobs(
             f"{slug(target)}-",
             {"condition": condition.name, **(info or {}), "target": target},
             [condition.control(concept, target, L, component)],
-            bank=bank,
+            readout,
+            bank,
         )
     ]
+
+
+def strength_conditions(ctx: Context) -> list[Condition]:
+    """One condition per --strengths value, at the sweep's default layer mode and gate (clamped for this model): the
+    methods and closed-loop experiments' fixed strengths, which are the sweep's conditions of those strengths."""
+    s = ctx.settings
+    _, layers, gate = paper_base(s.strengths, s.layer_modes, s.gates)
+    requested = [Condition(strength, layers, gate) for strength in dict.fromkeys(s.strengths)]
+    return [entry.condition for entry in resolve_conditions(requested, ctx.loaded.num_layers)]
 
 
 def _conditions(ctx: Context) -> tuple[list[Condition], list[Resolved]]:

@@ -106,6 +106,11 @@ def add_row(count: int) -> list:
     )
 
 
+def readout_for_target(target: float | None, concept: str | None, readout: str | None):
+    """A row given a target holds a reading of its concept: an empty readout takes that concept."""
+    return concept if target and concept and not readout else gr.update()
+
+
 CONTINUE_BY_S = 10.0
 
 
@@ -187,6 +192,7 @@ class Handlers:
             raise gr.Error(err.page_message) from None
         session = request.session_hash if request else "api"
         times, probs, outside, started, drawn_step = [], [], [], time.perf_counter(), 0
+        running, strengths = [], []  # with closed-loop controls: what the controllers hold and set
         redraw_steps = max(1, int(loaded.frame_rate * max(REDRAW_AUDIO_S, recipe.seconds / MAX_REDRAWS)))
         hidden = gr.update(visible=with_baseline, value=None)
         yield "Starting…", self._readout_plot(recipe, [], []), None, hidden, None, None, None
@@ -198,6 +204,8 @@ class Handlers:
                         times.append((event.step - 1) / loaded.frame_rate)
                         probs.append(event.probs)
                         outside.append(bool(event.outside))
+                        running.append(event.running)
+                        strengths.append(event.strengths)
                     live = gr.update() if event.audio is None else wav_bytes(event.audio, loaded.sample_rate)
                     if event.step - drawn_step >= redraw_steps or event.step == event.total:
                         drawn_step = event.step
@@ -206,7 +214,9 @@ class Handlers:
                         yield (
                             f"Generating… step {event.step}/{event.total} "
                             f"({event.step / loaded.frame_rate:.1f} s of audio).{note}",
-                            self._readout_plot(recipe, times, probs, outside) if recipe.readout else gr.update(),
+                            self._readout_plot(recipe, times, probs, outside, running, strengths)
+                            if recipe.readout
+                            else gr.update(),
                             *_unchanged(4),
                             live,
                         )
@@ -221,10 +231,13 @@ class Handlers:
                     times = [t / loaded.frame_rate for t in range(steered.readout.steps)]
                     probs = steered.readout.window.tolist()
                     outside = steered.readout.outside.tolist()
+                    running = steered.readout.running.tolist()
+                    if steered.strengths is not None:
+                        strengths = steered.strengths[: steered.readout.steps].tolist()
                 took = time.perf_counter() - started
                 yield (
                     f"Done: {recipe.seconds:g} s of audio in {took:.1f} s.",
-                    self._readout_plot(recipe, times, probs, outside),
+                    self._readout_plot(recipe, times, probs, outside, running, strengths),
                     wav,
                     gr.update(visible=with_baseline, value=base_wav),
                     gr.update(value=wav, visible=True),
@@ -258,14 +271,33 @@ class Handlers:
     def _new_folder(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.out_dir))
 
-    def _readout_plot(self, recipe: Recipe, times: list, probs: list, outside: list | None = None):
+    def _readout_plot(
+        self,
+        recipe: Recipe,
+        times: list,
+        probs: list,
+        outside: list | None = None,
+        running: list | None = None,
+        strengths: list | None = None,
+    ):
+        """The readout plot; with closed-loop controls, their targets, the running readout they hold and (from
+        `strengths`, one row per time of every enabled control's strength) their realised strengths below. Fixed
+        strengths get no line: they are their schedules, drawn already."""
         if recipe.readout is None:
             return None
         concept = recipe.readout.concept
-        steered = [c.class_name for c in recipe.active_controls() if c.concept == concept]
-        schedules = {
-            control_name(c.concept, c.class_name): _schedule_points(c, recipe.seconds) for c in recipe.active_controls()
-        }
+        controls = recipe.active_controls()  # in the order of the strengths' columns
+        steered = [c.class_name for c in controls if c.concept == concept]
+        schedules = {control_name(c.concept, c.class_name): _schedule_points(c, recipe.seconds) for c in controls}
+        closed = {control_name(c.concept, c.class_name): (k, c) for k, c in enumerate(controls) if c.target is not None}
+        loop = {}
+        if closed:
+            loop = dict(
+                strengths={name: [row[k] for row in strengths or []] for name, (k, _) in closed.items()},
+                targets={name: c.target.p for name, (_, c) in closed.items()},
+                running=running or [],
+                ceiling=max(c.strength for _, c in closed.values()),
+            )
         return readout_figure(
             times,
             probs,
@@ -275,6 +307,7 @@ class Handlers:
             schedules,
             title=f"{concept} probe readout (layer {self.studio.banks[concept].readout_layer})",
             outside=outside,
+            **loop,
         )
 
     # ---- recipes in

@@ -1,8 +1,8 @@
 """The studio's page: where each component goes and which handler each event calls (studio/ui/handlers.py).
 
-Steer tab: controls on the left (prompt, clip, seed, concept rows, schedule editor, layers and gating), results on the
-right (Generate / Stop, progress, the readout plot, steered and baseline audio, downloads, recipe upload). Concept banks
-tab: the banks (score by layer) and training a new one.
+Steer tab: controls on the left (prompt, clip, seed, concept rows with their targets, schedule editor, layers and
+gating), results on the right (Generate / Stop, progress, the readout plot, steered and baseline audio, downloads,
+recipe upload). Concept banks tab: the banks (score by layer) and training a new one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from probes.syntheory import CONCEPTS
 from studio.errors import StudioError
 from studio.model import LoadedModel
 from studio.recipe import CFG_MODES, LAYER_MODES
-from studio.ui.handlers import Handlers, add_row, continue_this, dice, follow_prompt, retarget
+from studio.ui.handlers import Handlers, add_row, continue_this, dice, follow_prompt, readout_for_target, retarget
 from studio.ui.schedule_editor import ScheduleEditor
 from studio.ui.session import ZERO_GPU, Studio, load_with_fallback
 from studio.ui.widgets import (
@@ -157,6 +157,12 @@ def _controls(studio: Studio) -> Controls:
             elem_id="melody",
         )
     gr.Markdown("### Concept controls")
+    # said once for every row: as a field's own info it would wrap down a narrow column and make each row tall
+    gr.Markdown(
+        "**Hold at** above 0: the probe readout holds the class's probability at that value (its mean over the clip so "
+        "far) and **Strength** becomes the ceiling. The readout must read the row's concept.",
+        elem_id="target-note",
+    )
     classes = studio.classes(first)
     # the tiny model's states need more push than a real MusicGen's: at 2, basic-pitch hears the target note in 22 of
     # 24 clips, at the paper's 0.3 in 3 of 24 (README, "The tiny model")
@@ -185,6 +191,16 @@ def _controls(studio: Studio) -> Controls:
                 scale=4,
                 min_width=150,
                 elem_id=f"control-strength-{i}",
+            )
+            form[f"target{i}"] = gr.Number(
+                value=0.0,
+                minimum=0.0,
+                maximum=1.0,
+                step=0.05,
+                label="Hold at (0 = off)",
+                scale=1,
+                min_width=130,
+                elem_id=f"control-target-{i}",
             )
         row_boxes.append(box)
     rows_shown = gr.State(1 if first else 0)
@@ -311,6 +327,8 @@ def _wire(app: gr.Blocks, on: Handlers, controls: Controls, results: Results, ba
     app.load(on.weights_plot, inputs, controls.layer_plot, queue=False)
     for concept, cls in zip(controls.row_widgets("concept"), controls.row_widgets("class")):
         concept.change(on.class_choices, concept, cls, queue=False)
+    for target, concept in zip(controls.row_widgets("target"), controls.row_widgets("concept")):
+        target.change(readout_for_target, [target, concept, form["readout"]], form["readout"], **quiet)
     controls.dice.click(dice, None, form["seed"], queue=False)
     controls.add.click(
         add_row,

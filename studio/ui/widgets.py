@@ -1,8 +1,9 @@
 """What the studio's widgets hold <-> a Recipe. Pure functions, so the page and its tests share one translation.
 
-The page has a fixed number of control rows (concept, class, strength, on/off); the layer weighting, gate p and cfg
-mode are set once and apply to every control; each control's schedule comes from the drawable editor, keyed by the
-control's name ("notes: C"). `FIELDS` names every widget that goes into a recipe, in the order the page passes their
+The page has a fixed number of control rows (concept, class, strength, on/off, and a target: the probability at which
+the readout should hold the class, 0 for a fixed strength); the layer weighting, gate p and cfg mode are set once and
+apply to every control; each control's schedule comes from the drawable editor, keyed by the control's name
+("notes: C"). `FIELDS` names every widget that goes into a recipe, in the order the page passes their
 values to its handlers (and to the /generate API).
 """
 
@@ -22,7 +23,7 @@ MAX_ROWS = 4
 LONGEST_SECONDS = 180.0  # the Seconds slider's end: three minutes, made window by window past the model's 30 s
 DEFAULT_STRENGTH = 0.3
 DEFAULT_GATE_P = 0.3
-ROW_FIELDS = ("on", "concept", "class", "strength")
+ROW_FIELDS = ("on", "concept", "class", "strength", "target")
 FIELDS = (
     "prompt",
     "audio_prompt",
@@ -51,6 +52,7 @@ class Row:
     concept: str | None
     class_name: str | None
     strength: float
+    target: float | None = 0.0  # the probability to hold the class at (studio/control.py); 0 or None: fixed strength
 
     @property
     def name(self) -> str:
@@ -99,7 +101,7 @@ def control_name(concept: str | None, class_name: str | None) -> str:
 def rows_of(values: dict[str, Any]) -> list[Row]:
     """The control rows in `values` (keyed by FIELDS)."""
     return [
-        Row(values[f"on{i}"], values[f"concept{i}"], values[f"class{i}"], values[f"strength{i}"])
+        Row(values[f"on{i}"], values[f"concept{i}"], values[f"class{i}"], values[f"strength{i}"], values[f"target{i}"])
         for i in range(MAX_ROWS)
     ]
 
@@ -163,6 +165,7 @@ def values_from_recipe(recipe: Recipe) -> dict[str, Any]:
                 f"concept{i}": row.concept,
                 f"class{i}": row.class_name,
                 f"strength{i}": row.strength,
+                f"target{i}": row.target,
             }
         )
     return values
@@ -201,6 +204,8 @@ def build_recipe(
             "layers": layering.to_dict(),
             "gate_p": float(gate_p),
         }
+        if row.target:  # an emptied box (None) is 0 too: a fixed strength
+            control["target"] = {"p": float(row.target)}
         if row.name in curves:
             control["schedule"] = _fit_schedule(curves[row.name], float(seconds))
         controls.append(control)
@@ -230,10 +235,13 @@ def _fit_schedule(schedule: dict, seconds: float) -> dict:
 
 
 def rows_from_recipe(recipe: Recipe) -> list[Row]:
-    """The page's rows for a recipe: its controls in order (at most MAX_ROWS), then empty rows."""
+    """The page's rows for a recipe: its controls in order (at most MAX_ROWS), then empty rows. A target shows its p
+    only: the page runs the controller at its default gains."""
     if len(recipe.controls) > MAX_ROWS:
         raise InputError(f"controls holds {len(recipe.controls)} controls; the studio shows at most {MAX_ROWS}")
-    rows = [Row(c.enabled, c.concept, c.class_name, c.strength) for c in recipe.controls]
+    rows = [
+        Row(c.enabled, c.concept, c.class_name, c.strength, c.target.p if c.target else 0.0) for c in recipe.controls
+    ]
     return rows + [Row(False, None, None, DEFAULT_STRENGTH)] * (MAX_ROWS - len(rows))
 
 

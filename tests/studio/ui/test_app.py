@@ -20,6 +20,7 @@ from studio.ui import CSS, build_app
 from studio.ui.handlers import STOPPED
 from studio.ui.layout import MAX_UPLOAD
 from studio.ui.session import Studio
+from studio.ui.widgets import FIELDS, values_from_recipe
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
@@ -96,6 +97,37 @@ def test_render_returns_audio_of_the_requested_length_and_the_readout(client):
     steps = data["readout"]["steps"]
     assert len(steps) == 1.5 * 50 + 3 and len(steps[0]["window"]) == 12
     assert abs(sum(steps[-1]["window"]) - 1) < 1e-3
+
+
+CLOSED_LOOP = {
+    **RECIPE,
+    "seconds": 1.5,
+    "controls": [{"concept": "notes", "class": "E", "strength": 3.0, "target": {"p": 0.6}}],
+}
+
+
+def _generate(client, recipe: dict, **changes):
+    """What the page's Generate button sends for `recipe` (with `changes` to the page's values): every widget's value,
+    in the order of widgets.FIELDS, then A/B off. Yields the final outputs (status, readout plot, ..., JSON file)."""
+    values = values_from_recipe(parse_recipe(recipe)) | {"k": 3} | changes  # k: the page's own, which no recipe names
+    values["schedule"] = values["schedule"].to_json()
+    return client.predict(*[values[name] for name in FIELDS], False, api_name="/generate")
+
+
+def test_generate_draws_a_closed_loop_rows_strength_under_the_readout_and_records_it(client):
+    status, plot, *_, record, _ = _generate(client, CLOSED_LOOP)
+    assert status.startswith("Done: 1.5 s of audio")
+    figure = json.loads(plot["plot"])
+    (strength,) = [trace for trace in figure["data"] if trace.get("yaxis") == "y2"]  # the panel under the readout
+    assert strength["name"] == "strength E" and len(strength["y"]) == 1.5 * 50 + 3  # every decoder step
+    assert 0 <= min(strength["y"]) and max(strength["y"]) <= 3.0 and len(set(strength["y"])) > 5  # it moves
+    assert [t["name"] for t in figure["data"] if t["name"].startswith("running")] == ["running E"]
+    saved = json.loads(Path(record["value"]).read_text())
+    assert saved["strengths"]["controls"] == ["notes/E/0"]
+    assert [row[0] for row in saved["strengths"]["steps"]] == pytest.approx(strength["y"], abs=1e-5)
+    # a target with the readout off: the recipe's own message, as the page's error
+    with pytest.raises(Exception, match=r"controls\[0\]\.target needs the readout to read 'notes'"):
+        _generate(client, CLOSED_LOOP, readout=None)
 
 
 def test_a_bad_recipe_is_an_error_and_the_next_request_still_works(client):

@@ -1,6 +1,6 @@
 """Closed-loop steering: a proportional-integral controller that sets each step's strength from the live readout.
 
-A control with a ``target`` (studio/recipe.py: ``{"p": 0.8, "kp": 4, "ki": 2}``) asks the readout to hold its class
+A control with a ``target`` (studio/recipe.py: ``{"p": 0.8, "kp": 1, "ki": 2}``) asks the readout to hold its class
 at probability p; its ``strength`` becomes the ceiling. Per decoder step t the control's realised strength is
 
     u[t] = strength * g[t],   g[t] = clamp(kp * e[t-1] + J[t-1], 0, 1),   e[t] = p - r[t],

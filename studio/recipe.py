@@ -143,7 +143,7 @@ class Target(JsonData):
     probability error) and ``ki`` (per unit of error and second), both in units of the ceiling."""
 
     p: float = spec(read=number(0.0, 1.0, low_open=True))
-    kp: float = spec(4.0, read=number(0.0, 100.0))
+    kp: float = spec(1.0, read=number(0.0, 100.0))
     ki: float = spec(2.0, read=number(0.0, 100.0))
 
 

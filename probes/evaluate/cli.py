@@ -210,16 +210,18 @@ def _crossfade_line(c: dict) -> str:
     )
 
 
-def _closed_line(row: dict) -> str:
+def _closed_line(row: dict, table: list[dict]) -> str:
     """A closed arm's mean strength, and its drift against fixed strength's at the same accuracy (by each judge)."""
     parts = []
-    for suffix, judge in (("", "probe"), ("_bp", "basic-pitch")):
+    for suffix, judge, column in (("", "probe", "probe_acc"), ("_bp", "basic-pitch", "bp_acc")):
         same = row.get(f"fd_fixed_same_acc{suffix}")
         if same is not None:
             saving = row[f"fd_saving{suffix}"]
             parts.append(f"{judge}: fixed strength needs FD {same:.3f} for that accuracy ({saving:+.0%} drift saved)")
         elif f"fd_fixed_same_acc{suffix}" in row:
-            parts.append(f"{judge}: no two fixed strengths bracket its accuracy")
+            best = max((r for r in table if r["arm"] == "fixed"), key=lambda r: r[column])
+            more = "more" if row[column] > best[column] else "less"
+            parts.append(f"{judge}: {more} accurate than every fixed strength (the most: FD {best['fd_acts']:.3f})")
     return f"{row['condition']}: mean strength {row['mean_strength']:.2f}, FD {row['fd_acts']:.3f}; " + "; ".join(parts)
 
 
@@ -242,7 +244,8 @@ def format_summary(summary: dict) -> str:
     if "closed" in summary:
         lines.append("closed loop (-t<P>: the readout held at P) against fixed strength:")
         lines += _condition_lines(summary["closed"]["table"])
-        lines += [_closed_line(row) for row in summary["closed"]["table"] if row["arm"] == "closed"]
+        table = summary["closed"]["table"]
+        lines += [_closed_line(row, table) for row in table if row["arm"] == "closed"]
     if summary["clap"]["status"] != "ok":
         lines.append(f"CLAP skipped: {summary['clap']['reason']}")
     clips = summary["clips"]

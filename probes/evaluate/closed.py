@@ -6,10 +6,11 @@ rendered once for both experiments). Closed arms: each --closed target p, the ce
 (or --closed-ceiling), the same layer mode and gate, the controller reading the concept's bank with the run's readout
 window. Every arm is judged alike (the re-encoded probe readout, the DSP check, basic-pitch) against the one baseline.
 
-Equal accuracy. The fixed arms trace accuracy against FD as their strength grows; for a closed arm, the FD fixed
-strength needs for the same accuracy is read off that curve, linearly between the two fixed arms whose accuracies
-bracket it (none when no two do), and ``fd_saving`` is ``1 - FD(closed) / FD(fixed at the same accuracy)``: 0.3 means
-30% less drift for the same control. It is computed for the probe's accuracy and, when basic-pitch ran, for its.
+Equal accuracy. The fixed arms trace accuracy against FD as their strength grows from 0 (the baseline); for a closed
+arm, the FD fixed strength needs for the same accuracy is read off that curve, linearly between the two fixed arms
+whose accuracies bracket it (none when no two do: a closed arm more accurate than every fixed one), and
+``fd_saving`` is ``1 - FD(closed) / FD(fixed at the same accuracy)``: 0.3 means 30% less drift for the same control.
+It is computed for the probe's accuracy and, when basic-pitch ran, for its.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def run_closed(ctx: Context) -> tuple[list[dict], dict]:
                 **ctx.drift(rendered.facts, per_target),
             }
         )
-    fixed_rows = [row for row in table if row["arm"] == "fixed"]
+    fixed_rows = [row for row in table if row["arm"] != "closed"]  # the baseline is fixed strength 0
     for row in table:
         for column, suffix in (("probe_acc", ""), ("bp_acc", "_bp")):
             if row["arm"] == "closed" and row.get(column) is not None:

@@ -75,8 +75,8 @@ def test_design_example_parses_and_round_trips():
 
 def test_a_target_round_trips_and_a_recipe_without_one_keeps_its_json():
     recipe = parse_recipe(with_control(target={"p": 0.8}))
-    assert recipe.controls[0].target == Target(p=0.8, kp=4.0, ki=2.0)
-    assert recipe.to_dict()["controls"][0]["target"] == {"p": 0.8, "kp": 4.0, "ki": 2.0}
+    assert recipe.controls[0].target == Target(p=0.8, kp=1.0, ki=2.0)
+    assert recipe.to_dict()["controls"][0]["target"] == {"p": 0.8, "kp": 1.0, "ki": 2.0}
     assert Recipe.from_json(recipe.to_json()) == recipe
     assert "target" not in parse_recipe(DESIGN_EXAMPLE).to_dict()["controls"][0]  # old recipes' JSON is unchanged
 

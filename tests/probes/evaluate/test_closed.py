@@ -2,9 +2,6 @@
 clips, closed-loop arms whose records carry their realised strengths and replay exactly, one table and one plot, and
 the comparison at equal accuracy."""
 
-import contextlib
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -13,13 +10,13 @@ import pytest
 import soundfile as sf
 
 from probes.__main__ import build_parser
-from probes.__main__ import main as probes_main
 from probes.evaluate.cli import settings_from_args
 from probes.evaluate.closed import at_same_accuracy
 from probes.evaluate.runner import EvalSettings, check_settings
 from studio.errors import StudioError
 from studio.generate import generate
 from studio.recipe import load_recipe
+from tests.probes.evaluate.test_methods import run, table
 
 OPTIONS = (
     "--model tiny --concept notes --targets E G --seeds 0 1 --seconds 0.5 --strengths 1 3 --layer-modes exp0.95 "
@@ -27,22 +24,14 @@ OPTIONS = (
 )
 
 
-def run(out: Path) -> tuple[int, str, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = probes_main(["eval", "--out", str(out), "--prompts", "a note on a piano", *OPTIONS.split()])
-    return status, stdout.getvalue(), stderr.getvalue()
-
-
-def table(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+def run_closed(out: Path) -> tuple[int, str, str]:
+    return run(["eval", "--out", str(out), "--prompts", "a note on a piano", *OPTIONS.split()])
 
 
 @pytest.fixture(scope="module")
 def closed_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("closed")
-    status, stdout, stderr = run(out)
+    status, stdout, stderr = run_closed(out)
     assert status == 0, stderr
     return out, stdout
 

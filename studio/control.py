@@ -96,7 +96,9 @@ class Controller:
         new = (steps >= self.recorded)[:, None]
         rows = torch.where(new, self.gain.expand(len(steps), -1), self.gains.index_select(0, steps))
         self.gains.index_copy_(0, steps, rows)
-        torch.maximum(self.recorded, steps.clamp(max=self.steps - 1).max() + 1, out=self.recorded)
+        # a melody prefix's positions and those past the clip (the scratch row) record no step
+        made = torch.where(steps < self.steps, steps + 1, 0).max()
+        torch.maximum(self.recorded, made, out=self.recorded)
         return rows
 
     def observe(self, states: torch.Tensor, positions: torch.Tensor) -> None:

@@ -64,7 +64,7 @@ def test_the_controller_gives_the_expected_gains_for_a_scripted_readout():
 def test_steps_made_before_keep_their_gains_and_are_not_read_again():
     """A forward that recomputes steps already made (transformers' doubled prefill; a later window's opening) steers
     them with their recorded gains, reads nothing new and leaves the controller as it was."""
-    probe = ScriptedReadout([(0.0, 0.9), (0.0, 0.9), (0.0, 0.9)])
+    probe = ScriptedReadout([(0.0, 0.9), (0.0, 0.9), (0.0, 0.9), (1.0, 0.9)])
     controller = Controller(probe, [0.5], [1], kp=[1.0], ki=[10.0], frame_rate=10, steps=6)
     drive(controller, torch.ones(2, 3))  # g0 = 0.5; then J = 0.5, g1 = 1; then J = 1, g2 = 1
     before = (controller.gain.clone(), controller.integral.clone(), int(controller.read))
@@ -76,6 +76,13 @@ def test_steps_made_before_keep_their_gains_and_are_not_read_again():
     controller.next_pass(2)  # a window starting at clip step 2: its position 0 is step 2
     assert controller.gains_for(torch.tensor([0, 1]))[:, 0].tolist() == [1.0, 1.0]
     assert int(controller.recorded) == 4
+    # positions that are no step of the clip (a melody prefix's, past its end) record nothing and read nothing
+    controller.next_pass(0)
+    controller.gains_for(torch.tensor([-3, -2, -1]))
+    controller.gains_for(torch.tensor([6, 7]))
+    controller.observe(torch.ones(3, 3), torch.tensor([-3, -2, -1]))  # a reading of 1.0 that must not act
+    assert int(controller.recorded) == 4 and int(controller.read) == 2
+    assert torch.equal(controller.gain, before[0]) and torch.equal(controller.integral, before[1])
 
 
 @pytest.fixture(scope="module")

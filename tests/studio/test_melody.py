@@ -18,6 +18,7 @@ from studio.generate import generate, run_decode
 from studio.hooks import HookManager
 from studio.melody import chroma, read_melody
 from studio.model import load_model
+from studio.recipe import Target
 from studio.reference import run_reference
 from studio.sampling import Sampling
 from tests.studio.test_decode import hf_generate, random_plan
@@ -177,6 +178,19 @@ def test_steered_renders_with_a_melody_agree_across_engines(melody_model, banks,
     assert fast.readout.steps == melody_model.steps_for(30)
     plain = generate(melody_model, replace(recipe, controls=()), banks=banks)
     assert not torch.equal(plain.tokens, fast.tokens)
+
+
+def test_closed_loop_steering_with_a_melody_prefix_agrees_across_engines(melody_model, banks, melody_file):
+    """The melody prefix's positions are no steps of the clip: the controller's first gain (kp * p = 0.5, nothing read
+    yet) is step 0's, on both engines."""
+    recipe = replace(steered(seconds=0.6), model="tiny-melody", melody=str(melody_file))
+    held = replace(recipe.controls[0], target=Target(p=0.5))
+    recipe = replace(recipe, controls=(held, *recipe.controls[1:]))
+    fast, hf = (generate(melody_model, recipe, banks=banks, engine=e) for e in (run_decode, run_reference))
+    assert torch.equal(fast.tokens, hf.tokens)
+    torch.testing.assert_close(fast.strengths, hf.strengths, rtol=0, atol=1e-4)
+    assert float(fast.strengths[0, 0]) == pytest.approx(0.5 * held.strength)
+    assert (fast.strengths[:, 1] == recipe.controls[1].strength).all()  # the fixed control
 
 
 def test_a_melody_for_a_model_without_melody_conditioning_is_refused(tiny, melody_file):

@@ -49,13 +49,14 @@ class Controller:
         steps: int,
         device: torch.device | str = "cpu",
     ):
-        closed = [t is not None for t in targets]
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.float32, device=device)  # noqa: E731
+        def on_device(values, dtype=torch.float32) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)
+
         self.probe = probe
-        self.closed = torch.tensor(closed, dtype=torch.bool, device=device)
-        self.targets = as_tensor([t if t is not None else 0.0 for t in targets])
-        self.classes = torch.tensor(classes, dtype=torch.long, device=device)
-        self.kp, self.ki = as_tensor(kp), as_tensor(ki)
+        self.closed = on_device([t is not None for t in targets], torch.bool)
+        self.targets = on_device([t if t is not None else 0.0 for t in targets])
+        self.classes = on_device(classes, torch.long)
+        self.kp, self.ki = on_device(kp), on_device(ki)
         self.dt = 1.0 / float(frame_rate)
         self.steps = steps
         self.offset = 0  # the clip step of the current pass's position 0

@@ -22,10 +22,13 @@ QUICK = ("--clips-per-class", "3")  # 36 notes, 12 chords and 24 tempo clips: se
 
 
 # `python -m probes` whose chords stage first waits (touching the file argv[1]) until it is interrupted: on the tiny
-# model with cached renders, chords and tempos take about a second, too short a window to interrupt them reliably
+# model with cached renders, chords and tempos take about a second, too short a window to interrupt them reliably.
+# Ctrl-C raises KeyboardInterrupt as in a terminal even when the tests run in the background of a shell without job
+# control, whose children start with SIGINT ignored (Python then never raises it).
 HELD_AT_CHORDS = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import probes.starter as starter
 train = starter.train_concept_bank
 def held(loaded, concept, options):

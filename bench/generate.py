@@ -19,7 +19,8 @@ before), and what streaming adds to the whole render.
 
 `--precision int8` adds our loop on an int8 copy of the model (studio/model.py quantize_decoder) to the fp32 runs and
 then measures its fidelity to fp32 (studio/precision.py): teacher-forced top-1 agreement and KL of the guided scores
-on the tokens the fp32 loop sampled, and on the arpeggio of the studio's load-time check.
+(int8's a position per forward, as it decodes) on the tokens the fp32 loop sampled, and on the arpeggio of the
+studio's load-time check.
 
 `--positions` times every step of unsteered renders of the given lengths (past the model's 30 s, window by window, as
 the studio makes them) with self-attention reading the KV cache up to the current window of positions (the product)
@@ -47,7 +48,7 @@ from bench.workloads import SHAPES, random_bank, shaped_model, steered_recipe  #
 from studio.decode import ATTENTION_BUCKET, decode, teacher_forced_scores  # noqa: E402
 from studio.generate import generate, run_decode  # noqa: E402
 from studio.model import LoadedModel, resolve_device  # noqa: E402
-from studio.precision import CHECK_PROMPT, check_tokens, compare, predicted_slots  # noqa: E402
+from studio.precision import CHECK_PROMPT, check_tokens, compare, int8_scores, predicted_slots  # noqa: E402
 from studio.recipe import Recipe  # noqa: E402
 from studio.reference import run_reference, sampling_kwargs  # noqa: E402
 from studio.sampling import Sampling  # noqa: E402
@@ -168,7 +169,8 @@ def fidelity_report(reference: LoadedModel, other: LoadedModel, recipe: Recipe) 
     guidance = recipe.sampling.guidance_scale
     report = {}
     for name, (tokens, free, prompt) in grids.items():
-        ref, got = (teacher_forced_scores(m, prompt, tokens, guidance) for m in (reference, other))
+        ref = teacher_forced_scores(reference, prompt, tokens, guidance)
+        got = int8_scores(other, prompt, tokens, guidance)
         fidelity = compare(ref, got, free)
         top = ref[free].softmax(-1).amax(-1).mean().item()
         print(f"{other.precision} on {name}: {fidelity.describe()} (fp32's mean top probability {top:.4f})")

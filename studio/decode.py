@@ -50,7 +50,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import EncoderDecoderCache, StaticCache
+from transformers import DynamicCache, EncoderDecoderCache, StaticCache
 from transformers.cache_utils import Cache, StaticLayer
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
@@ -142,26 +142,43 @@ def encode_text(
 
 
 def teacher_forced_scores(
-    loaded: LoadedModel, prompt: str, sequence: torch.Tensor, guidance_scale: float
+    loaded: LoadedModel, prompt: str, sequence: torch.Tensor, guidance_scale: float, stepwise: bool = False
 ) -> torch.Tensor:
     """The scores a decode samples from (guided logits, before temperature and filters) at every position of a given
-    token grid [K, S] (BOS column first), in one forward of the decoder: [K, S - 1, V] float32, row t of codebook k
-    scoring position t + 1. Fidelity checks run the same tokens through two versions of a model (studio/precision.py).
+    token grid [K, S] (BOS column first): [K, S - 1, V] float32, row t of codebook k scoring position t + 1. Fidelity
+    checks run the same tokens through two versions of a model (studio/precision.py).
+
+    One forward of the decoder over all positions by default. ``stepwise`` runs one position per forward with
+    transformers' cache, as a decode does: the same scores in fp32 (to about 1e-6), but int8's dynamic quantization
+    gives each forward's activations one scale, so only stepwise scores are the ones an int8 decode samples from.
     """
     cfg = guidance_scale > 1
+    stack = loaded.decoder_stack()
     with torch.inference_mode():
         conditioning = encode_text(loaded, [prompt], cfg=cfg)
         inputs = sequence[:, :-1].to(loaded.device).repeat(2 if cfg else 1, 1)
-        if conditioning.prefix is None:
-            hidden = loaded.decoder_stack()(
-                input_ids=inputs,
-                encoder_hidden_states=conditioning.states,
-                encoder_attention_mask=conditioning.text_mask,
-            ).last_hidden_state
-        else:  # a melody checkpoint's stack prepends the prefix to the tokens, and returns both
-            prefix = conditioning.prefix
-            hidden = loaded.decoder_stack()(input_ids=inputs, encoder_hidden_states=prefix).last_hidden_state
-            hidden = hidden[:, prefix.shape[1] :]
+        if conditioning.prefix is None:  # a text checkpoint cross-attends to the text
+            context = dict(encoder_hidden_states=conditioning.states, encoder_attention_mask=conditioning.text_mask)
+        else:  # a melody checkpoint's stack prepends the prefix to the first forward's tokens and returns both
+            context = dict(encoder_hidden_states=conditioning.prefix)
+        if not stepwise:
+            hidden = stack(input_ids=inputs, **context).last_hidden_state
+        else:
+            text = conditioning.prefix is None
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if text else DynamicCache()
+            hidden = torch.cat(
+                [
+                    stack(
+                        input_ids=inputs[:, t : t + 1],
+                        cache=cache,
+                        use_cache=True,
+                        **(context if t == 0 or text else {}),
+                    ).last_hidden_state[:, -1:]
+                    for t in range(inputs.shape[1])
+                ],
+                dim=1,
+            )
+        hidden = hidden[:, -inputs.shape[1] :]  # without the melody prefix
         logits = torch.stack([head(hidden) for head in loaded.model.decoder.lm_heads], dim=1).float()  # [R, K, T, V]
         return (guide(logits, guidance_scale) if cfg else logits)[0]
 

@@ -7,9 +7,10 @@ CPU it is fp32, or int8 (``studio.model.quantize_decoder``) when int8 is both fa
   quarters; that only pays when the decoder is large (musicgen-small's shape: about 3x faster per step on a 2-core
   CPU). The tiny model's steps are bound by per-operation overhead instead (int8 runs it 0.85x), so below
   INT8_MIN_BYTES of linear weights it stays fp32 without a check.
-- faithful: the same tokens go through the model before and after quantizing (teacher forcing), and int8 is kept
-  when the arg-max of its guided scores agrees with fp32's at MIN_TOP1 of the positions; otherwise the fp32 layers go
-  back. The tokens are a short synthesized arpeggio encoded with the model's own codec: real audio codes, no download.
+- faithful: the same tokens go through the model before and after quantizing (teacher forcing; int8 one position
+  per forward, as it decodes, since it scales each forward's activations as one), and int8 is kept when the arg-max
+  of its guided scores agrees with fp32's at MIN_TOP1 of the positions; otherwise the fp32 layers go back. The tokens
+  are a short synthesized arpeggio encoded with the model's own codec: real audio codes, no download.
 
 ``Fidelity`` is also what bench/generate.py --precision reports, on the tokens fp32 itself sampled.
 """
@@ -83,7 +84,12 @@ def int8_fidelity(loaded: LoadedModel, tokens: torch.Tensor, free: torch.Tensor,
     guidance = Sampling().guidance_scale
     reference = teacher_forced_scores(loaded, prompt, tokens, guidance)
     restore = quantize_decoder(loaded)
-    return compare(reference, teacher_forced_scores(loaded, prompt, tokens, guidance), free), restore
+    return compare(reference, int8_scores(loaded, prompt, tokens, guidance), free), restore
+
+
+def int8_scores(loaded: LoadedModel, prompt: str, tokens: torch.Tensor, guidance: float) -> torch.Tensor:
+    """An int8 decoder's teacher-forced scores as its decode would give them: a position per forward."""
+    return teacher_forced_scores(loaded, prompt, tokens, guidance, stepwise=True)
 
 
 def linear_bytes(loaded: LoadedModel) -> int:

@@ -254,13 +254,15 @@ def test_a_stereo_melody_checkpoint_decodes_both_channels_as_transformers_does()
 
 
 def test_teacher_forced_scores_read_past_the_prefix(melody_model):
-    """The fidelity check's one forward (studio/precision.py) on a melody checkpoint: the scores of the clip's
-    positions, the prefix cut off, pick the greedy decode's tokens."""
+    """The fidelity check's scores (studio/precision.py) on a melody checkpoint, in one forward and position by
+    position: the scores of the clip's positions, the prefix cut off, pick the greedy decode's tokens."""
     from studio.decode import teacher_forced_scores
     from studio.model import FREE
 
     out = decode(melody_model, ["a piano"], 20, sampling=Sampling(greedy=True))
     scores = teacher_forced_scores(melody_model, "a piano", out.sequence[0], guidance_scale=3.0)
+    stepwise = teacher_forced_scores(melody_model, "a piano", out.sequence[0], guidance_scale=3.0, stepwise=True)
     free = (melody_model.delay_pattern(20) == FREE)[:, 1:]
-    assert scores.shape[:2] == free.shape
+    assert scores.shape[:2] == free.shape and stepwise.shape == scores.shape
     assert torch.equal(scores.argmax(-1)[free], out.sequence[0, :, 1:][free])
+    assert torch.allclose(stepwise, scores, atol=1e-4)

@@ -31,10 +31,10 @@ def _int8(module):
     return [m for m in module.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
 
 
-def test_int8_swaps_the_decoders_linears_only(tiny, tiny_int8):
+def test_int8_swaps_the_decoder_layers_linears_only(tiny, tiny_int8):
     decoder = tiny_int8.model.decoder
-    assert len(_int8(decoder)) == len(_linears(tiny.model.decoder)) == 4 * 10 + 4  # per layer q k v o, cross q k v o,
-    assert not _linears(decoder)  # fc1 fc2; and the 4 lm heads
+    assert len(_int8(decoder)) == 4 * 10  # per layer q k v o, cross q k v o, fc1 fc2
+    assert _linears(decoder) == list(decoder.lm_heads) and len(_linears(tiny.model.decoder)) == 4 * 10 + 4
     assert len(_linears(tiny_int8.model.text_encoder)) == len(_linears(tiny.model.text_encoder))  # runs once a clip
     assert tiny_int8.precision == "int8" and tiny_int8.dtype == torch.float32  # activations, steering, readout
     assert tiny_int8.weights_fingerprint == tiny.weights_fingerprint  # the same checkpoint
@@ -53,17 +53,29 @@ def test_restore_puts_the_fp32_layers_back_bit_for_bit():
 
 def test_int8_stays_close_to_fp32_on_the_tokens_fp32_samples(tiny, tiny_int8):
     """The bound the issue asks of a quantized decoder, on the tiny model (bench/generate.py --precision int8 measures
-    musicgen-small's shape): teacher-forced on 3 s that fp32 sampled, most arg-maxes agree and the distributions are
-    close. The tiny model's scores are flat (its top probability averages about 0.35), so its top-1 is a harder test
-    than a confident model's."""
+    musicgen-small's shape): teacher-forced on 3 s that fp32 sampled, int8 a position per forward as it decodes, the
+    arg-maxes agree at the issue's 0.97 (0.975-0.982 over seeds 0-3) and the distributions are close. The tiny
+    model's scores are flat (its top probability averages about 0.35), so its top-1 is a harder test than a
+    confident model's. In one forward over all positions int8 gives every position's activations one scale and
+    agrees less (0.940-0.957): the scores the check compares must be the decode's."""
     frames = tiny.frames_for(3.0)
     sampling = Sampling(guidance_scale=3.0, top_k=250)
     sampled = decode(tiny, [PROMPT], frames, seed=3, sampling=sampling, with_audio=False).sequence[0]
-    reference, scores = (teacher_forced_scores(m, PROMPT, sampled, 3.0) for m in (tiny, tiny_int8))
-    fidelity = precision.compare(reference, scores, precision.predicted_slots(tiny, frames))
+    reference = teacher_forced_scores(tiny, PROMPT, sampled, 3.0)
+    free = precision.predicted_slots(tiny, frames)
+    fidelity = precision.compare(reference, precision.int8_scores(tiny_int8, PROMPT, sampled, 3.0), free)
     assert fidelity.slots == 4 * frames
-    assert fidelity.top1 >= 0.90 and fidelity.kl <= 0.02, fidelity.describe()
-    assert precision.compare(reference, reference, precision.predicted_slots(tiny, frames)).top1 == 1.0
+    assert fidelity.top1 >= precision.MIN_TOP1 and fidelity.kl <= 0.005, fidelity.describe()
+    one_forward = precision.compare(reference, teacher_forced_scores(tiny_int8, PROMPT, sampled, 3.0), free)
+    assert one_forward.top1 < fidelity.top1 and one_forward.kl > fidelity.kl
+    assert precision.compare(reference, reference, free).top1 == 1.0
+
+
+def test_stepwise_scores_are_the_one_forward_scores_in_fp32(tiny):
+    """Position by position with the cache, as a decode runs, the fp32 decoder scores what one forward does."""
+    tokens, _ = precision.check_tokens(tiny)
+    stepwise = teacher_forced_scores(tiny, PROMPT, tokens, 3.0, stepwise=True)
+    assert torch.allclose(stepwise, teacher_forced_scores(tiny, PROMPT, tokens, 3.0), atol=1e-3)
 
 
 def test_int8_reads_the_same_notes_from_the_same_audio(tiny, tiny_int8):
@@ -89,7 +101,7 @@ def test_auto_keeps_fp32_where_int8_is_not_faster_or_not_faithful(monkeypatch):
     assert loaded.precision == "fp32" and "not faster" in loaded.precision_note
     monkeypatch.setattr(precision, "INT8_MIN_BYTES", 0)  # as if the tiny decoder were large: the check runs
     checked = precision.load("tiny", device="cpu")
-    assert checked.precision == "fp32" and "fell short" in checked.precision_note  # its top-1 is below 0.97
+    assert checked.precision == "fp32" and "fell short" in checked.precision_note  # the arpeggio's top-1 is 0.944
     assert len(_linears(checked.model.decoder)) == 44 and not _int8(checked.model.decoder)  # fp32 is back
     monkeypatch.setattr(precision, "MIN_TOP1", 0.5)
     kept = precision.load("tiny", device="cpu")

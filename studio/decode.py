@@ -149,7 +149,7 @@ def teacher_forced_scores(
     checks run the same tokens through two versions of a model (studio/precision.py).
 
     One forward of the decoder over all positions by default. ``stepwise`` runs one position per forward with
-    transformers' cache, as a decode does: the same scores in fp32 (to about 1e-6), but int8's dynamic quantization
+    transformers' cache, as a decode does: the same scores in fp32 (to about 1e-4), but int8's dynamic quantization
     gives each forward's activations one scale, so only stepwise scores are the ones an int8 decode samples from.
     """
     cfg = guidance_scale > 1

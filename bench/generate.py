@@ -43,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import describe, machine  # noqa: E402
 from bench.steer import timed  # noqa: E402
 from bench.workloads import SHAPES, random_bank, shaped_model, steered_recipe  # noqa: E402
 from studio.decode import ATTENTION_BUCKET, decode, teacher_forced_scores  # noqa: E402
@@ -293,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         parser.error(f"unknown --shape {unknown[0]}: use tiny, small or large")
-    figures = {}
+    figures = {"machine": machine()}
+    print(describe(figures["machine"]))
     for shape in shapes:
         figures[shape] = bench_shape(shape, args)
         if torch.cuda.is_available():  # the last shape's model is gone with bench_shape's frame

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import machine
+
 out, mode = Path(sys.argv[1]), sys.argv[2]
 
 
@@ -105,7 +107,7 @@ if mode == "full":
 summary = {
     "mode": mode,
     "environment": {
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **machine(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),

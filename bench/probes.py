@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe, machine  # noqa: E402
 from probes.rfm import binary_auc, fit_rfm_layers  # noqa: E402
 
 
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     X, y = stand_in_features(args.n, args.layers, args.d, args.classes, args.seed)
     n_val = int(args.n * args.val_frac)
     X_train, X_val, y_train, y_val = X[:, n_val:], X[:, :n_val], y[n_val:], y[:n_val]
+    about = machine()
+    print(describe(about))
     print(
         f"device {args.device} ({torch.get_num_threads()} CPU threads), {args.layers} layers x {args.classes} "
         f"one-vs-rest probes, n_train {args.n - n_val}, n_val {n_val}, d {args.d}, {args.rounds} rounds, "
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             runs[name].append(run())
     fastest = {name: min(side_runs, key=lambda run: run[0]) for name, side_runs in runs.items()}
     figures = {
+        "machine": about,
         "device": args.device,
         "n": args.n,
         "d": args.d,

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe, machine  # noqa: E402
 from bench.workloads import shaped_model  # noqa: E402
 from probes.starter import (  # noqa: E402
     DEFAULT_MINUTES,
@@ -135,7 +136,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    figures: dict = {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"), "shapes": {}}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    figures: dict = {"machine": machine(), "device": device, "shapes": {}}
+    print(describe(figures["machine"]))
     for shape in args.shapes.split(","):
         result = figures["shapes"][shape] = projection(shape, args.minutes, args.device)
         r = result["rates"]

@@ -33,8 +33,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe, machine  # noqa: E402
 from bench.workloads import random_bank, shaped_model, steered_recipe  # noqa: E402
 from probes.bank import ConceptBank  # noqa: E402
+from studio.banks import check_model  # noqa: E402
 from studio.generate import Engine, generate  # noqa: E402
 from studio.model import LoadedModel  # noqa: E402
 from studio.recipe import Recipe  # noqa: E402
@@ -99,7 +101,8 @@ def setup(args) -> tuple[LoadedModel, dict, Recipe, Recipe, str]:
     """The model, its bank, the unsteered and steered recipes, and a description of the bank."""
     loaded = shaped_model(args.shape, args.device, args.precision)
     if args.shape == "tiny" and args.probe_points is None and COMMITTED_TINY_BANK.is_dir():
-        bank = ConceptBank.load(COMMITTED_TINY_BANK, expect=loaded.signature)
+        bank = ConceptBank.load(COMMITTED_TINY_BANK)
+        check_model(bank, loaded.signature)
         about = f"the committed bank {COMMITTED_TINY_BANK.relative_to(ROOT)}"
     else:
         points = args.probe_points or (1000 if args.shape == "tiny" else 8000)
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_child(args)
 
     loaded, banks, base, steered, about = setup(args)
+    print(describe(machine()))
     print(
         f"model {loaded.model_id} on {loaded.device} ({loaded.precision}), {loaded.num_layers} layers x "
         f"{loaded.hidden_size}, {base.seconds:g} s, CFG {args.guidance:g}, {torch.get_num_threads()} CPU threads; "

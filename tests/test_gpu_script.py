@@ -16,7 +16,12 @@ def test_gpu_script_runs_every_step_and_writes_one_summary(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["mode"] == "smoke" and summary["environment"]["torch"].startswith("2.13")
+    environment = summary["environment"]
+    assert summary["mode"] == "smoke" and environment["torch"].startswith("2.13")
+    # every figure names the machine it was measured on, and every step measured on this one
+    assert environment["cpu"] != "unknown" and environment["torch_cpu_capability"] and environment["gpu"] is None
+    for step in ("generate", "probes", "starter"):
+        assert summary[step]["machine"]["cpu"] == environment["cpu"], step
     assert set(summary["steps"]) == {"tests", "generate", "probes", "starter"}
     assert all(step["exit_status"] == 0 for step in summary["steps"].values()), summary["steps"]
     tests = summary["tests"]

@@ -166,18 +166,12 @@ def teacher_forced_scores(
         else:
             text = conditioning.prefix is None
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if text else DynamicCache()
-            hidden = torch.cat(
-                [
-                    stack(
-                        input_ids=inputs[:, t : t + 1],
-                        cache=cache,
-                        use_cache=True,
-                        **(context if t == 0 or text else {}),
-                    ).last_hidden_state[:, -1:]
-                    for t in range(inputs.shape[1])
-                ],
-                dim=1,
-            )
+            steps = []
+            for t in range(inputs.shape[1]):
+                given = context if text or t == 0 else {}  # the melody prefix goes in once, then lives in the cache
+                out = stack(input_ids=inputs[:, t : t + 1], cache=cache, use_cache=True, **given)
+                steps.append(out.last_hidden_state[:, -1:])
+            hidden = torch.cat(steps, dim=1)
         hidden = hidden[:, -inputs.shape[1] :]  # without the melody prefix
         logits = torch.stack([head(hidden) for head in loaded.model.decoder.lm_heads], dim=1).float()  # [R, K, T, V]
         return (guide(logits, guidance_scale) if cfg else logits)[0]

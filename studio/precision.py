@@ -5,7 +5,7 @@ CPU it is fp32, or int8 (``studio.model.quantize_decoder``) when int8 is both fa
 
 - faster: a decoder step on the CPU reads every weight once, so its time follows the weights' bytes, which int8
   quarters; that only pays when the decoder is large (musicgen-small's shape: about 3x faster per step on a 2-core
-  CPU). The tiny model's steps are bound by per-operation overhead instead (int8 runs it 0.85x), so below
+  CPU). The tiny model's steps are bound by per-operation overhead instead (int8 runs it about 0.8x), so below
   INT8_MIN_BYTES of linear weights it stays fp32 without a check.
 - faithful: the same tokens go through the model before and after quantizing (teacher forcing; int8 one position
   per forward, as it decodes, since it scales each forward's activations as one), and int8 is kept when the arg-max
